@@ -1,0 +1,70 @@
+"""Settings: one frozen dataclass; ``Settings.from_env()`` reads the ``ASSISTANT_*`` variables."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+
+from .errors import ConfigError
+
+
+def _default_home() -> Path:
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "assistant"
+
+
+@dataclass(frozen=True)
+class Settings:
+    home: Path = _default_home()  # model cache, outside the repository
+    corpus: Path = Path("corpus")
+    index: Path = Path("index")
+    embed_model: str = ""  # "" = built-in EmbeddingGemma-300M; or a local folder or hub id
+    embed_dtype: str = "bf16"  # "bf16" or "fp32"
+    embed_batch: int = 16
+    threads: int = 0  # torch threads; 0 = library default
+    chunk_size: int = 360  # characters; a chunk is cut at a sentence end below this when possible
+    chunk_overlap: int = 0  # characters repeated between neighbouring chunks of one long section
+    top_k: int = 5  # passages handed to the reader
+    min_evidence: float = 0.0  # calibrated abstention threshold; 0 = reader default
+    host: str = "127.0.0.1"
+    port: int = 7860
+    max_question_chars: int = 2000
+    max_file_mb: int = 50
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None, **overrides) -> Settings:
+        env = os.environ if env is None else env
+        values: dict = {}
+        for f in fields(cls):
+            raw = env.get(f"ASSISTANT_{f.name.upper()}")
+            if raw is None or raw == "":
+                continue
+            values[f.name] = _parse(f.name, raw, type(getattr(cls(), f.name)))
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        settings = cls(**values)
+        settings.validate()
+        return settings
+
+    def with_(self, **changes) -> Settings:
+        return replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+    def validate(self) -> None:
+        if self.embed_dtype not in ("bf16", "fp32"):
+            raise ConfigError(f"ASSISTANT_EMBED_DTYPE must be bf16 or fp32, not {self.embed_dtype!r}")
+        for name in ("embed_batch", "chunk_size", "top_k", "port", "max_question_chars", "max_file_mb"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"ASSISTANT_{name.upper()} must be a positive number")
+        if not 0 <= self.chunk_overlap < self.chunk_size // 2:
+            raise ConfigError("ASSISTANT_CHUNK_OVERLAP must be >= 0 and less than half the chunk size")
+
+
+def _parse(name: str, raw: str, kind: type):
+    try:
+        if kind is Path:
+            return Path(raw).expanduser()
+        if kind is int:
+            return int(raw)
+        if kind is float:
+            return float(raw)
+        return raw
+    except ValueError:
+        raise ConfigError(f"ASSISTANT_{name.upper()}={raw!r} is not a valid {kind.__name__}") from None

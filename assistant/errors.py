@@ -1,0 +1,27 @@
+"""Errors a user can act on. Each message says what went wrong and what to do."""
+from __future__ import annotations
+
+
+class AssistantError(Exception):
+    """Base class: the CLI and UI turn these into one clear line (exit code 2)."""
+
+
+class ConfigError(AssistantError):
+    """A setting or argument is invalid."""
+
+
+class ModelError(AssistantError):
+    """A model is missing, corrupt or cannot be loaded."""
+
+
+class IngestError(AssistantError):
+    """A document cannot be read (empty, binary, corrupt, unsupported)."""
+
+
+class IndexStoreError(AssistantError):
+    """The index folder is missing, damaged, foreign or built with another model."""
+
+
+class QuestionError(AssistantError):
+    """The question is empty or unusable."""
+

@@ -1,0 +1,79 @@
+"""Plain frozen records passed between the pipeline stages."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Document:
+    """One source file, decoded. ``source`` is its path relative to the corpus root."""
+
+    source: str
+    text: str
+    sha256: str  # of the raw file bytes
+    encoding: str = "utf-8"
+    # (start offset, page number) pairs for PDFs, so a character offset maps to a page.
+    pages: tuple[tuple[int, int], ...] = ()
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """A passage of a document. Invariant: ``document.text[start:end] == text``."""
+
+    source: str
+    start: int
+    end: int
+    text: str
+    heading: str = ""  # the nearest section heading above the chunk, for context
+
+
+@dataclass(frozen=True)
+class Hit:
+    """A chunk found by retrieval, with the fused score and per-retriever ranks."""
+
+    chunk_id: int
+    chunk: Chunk
+    score: float
+    dense_score: float = 0.0
+    dense_rank: int | None = None
+    lexical_rank: int | None = None
+
+
+@dataclass(frozen=True)
+class Citation:
+    """A verified span: ``quote == document.text[start:end]`` for the document at ``source``."""
+
+    n: int
+    source: str
+    start: int
+    end: int
+    quote: str
+    score: float
+    line: int = 0  # 1-based line of ``start`` in the document
+    page: int | None = None
+
+
+@dataclass(frozen=True)
+class Answer:
+    question: str
+    text: str
+    abstained: bool
+    citations: tuple[Citation, ...] = ()
+    related: tuple[Citation, ...] = ()  # closest passages shown when the assistant abstains
+    query: str = ""  # what was searched for, when it differs from the question
+    timings_ms: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        def cite(c: Citation) -> dict:
+            return {"n": c.n, "source": c.source, "start": c.start, "end": c.end,
+                    "quote": c.quote, "score": round(c.score, 4), "line": c.line, "page": c.page}
+
+        return {
+            "question": self.question,
+            "answer": self.text,
+            "abstained": self.abstained,
+            "citations": [cite(c) for c in self.citations],
+            "related": [cite(c) for c in self.related],
+            "query": self.query or self.question,
+            "timings_ms": {k: round(v, 1) for k, v in self.timings_ms.items()},
+        }
