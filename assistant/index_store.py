@@ -1,0 +1,336 @@
+"""The index folder on disk: build atomically, load, check the manifest. No pickle anywhere.
+
+Layout of ``index/``::
+
+    manifest.json                 what was built, how, and which files hold it (the only pointer)
+    vectors-<generation>.faiss    FAISS inner-product index over unit vectors (faiss.write_index)
+    chunks-<generation>.jsonl     one chunk per line: source, start, end, line, heading, text
+    lexical-<generation>/         BM25 matrices (.npy, loaded with allow_pickle=False) + vocab json
+
+A build writes a new generation beside the old one, then replaces ``manifest.json`` in one
+``os.replace``: a reader sees the old index or the new one, never a mix, and a build that fails or
+is killed leaves the old manifest serving. Files of other generations are removed after the swap
+(and stale ones by the next build).
+"""
+from __future__ import annotations
+
+import errno
+import fcntl
+import json
+import logging
+import os
+import shutil
+import time
+import uuid
+from collections.abc import Callable
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .chunking import chunk_document
+from .embedding import Embedder
+from .errors import IndexStoreError
+from .lexical import TOKENIZER, LexicalIndex
+from .types import Chunk, Document
+
+log = logging.getLogger(__name__)
+
+FORMAT = "assistant-index"
+FORMAT_VERSION = 1
+CHUNKER = "sections-sentences-v1"
+MANIFEST = "manifest.json"
+_REBUILD = "rebuild it with `assistant index build --rebuild`"
+
+Progress = Callable[[int, int], None]
+
+
+@dataclass
+class LoadedIndex:
+    folder: Path
+    manifest: dict
+    chunks: list[Chunk]
+    lines: list[int]  # 1-based line of each chunk's start in its document
+    vectors: object  # faiss.Index
+    lexical: LexicalIndex
+    pages: dict[str, list[tuple[int, int]]] = field(default_factory=dict)
+
+    @property
+    def model_id(self) -> str:
+        return self.manifest["embedding"]["model_id"]
+
+
+@dataclass(frozen=True)
+class BuildReport:
+    documents: int
+    chunks: int
+    embedded_chunks: int  # chunks whose vectors were computed (the rest were reused)
+    reused_documents: int
+    removed_documents: int
+    skipped: tuple[tuple[str, str], ...]
+    seconds: float
+    unchanged: bool = False
+
+
+def read_manifest(folder: Path) -> dict:
+    path = folder / MANIFEST
+    if not folder.exists():
+        raise IndexStoreError(f"no index at {folder}: build one with `assistant index build`")
+    if not path.is_file():
+        raise IndexStoreError(f"{folder} is not an assistant index (no {MANIFEST}): {_REBUILD} or pick another --index")
+    try:
+        manifest = json.loads(path.read_text("utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise IndexStoreError(f"{path} is damaged ({exc.__class__.__name__}): {_REBUILD}") from exc
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        raise IndexStoreError(f"{path} is not an assistant index manifest: {_REBUILD} or pick another --index")
+    version = manifest.get("format_version")
+    if version != FORMAT_VERSION:
+        raise IndexStoreError(f"index format version {version!r} in {folder} is not supported (this program reads "
+                              f"version {FORMAT_VERSION}): {_REBUILD}")
+    for key in ("files", "embedding", "chunking", "documents", "chunk_count"):
+        if key not in manifest:
+            raise IndexStoreError(f"{path} lacks {key!r}: {_REBUILD}")
+    return manifest
+
+
+def check_compatible(manifest: dict, embedder: Embedder) -> None:
+    """Refuse an index whose vectors came from another embedding model."""
+    emb = manifest["embedding"]
+    same = emb.get("model_id") == embedder.model_id and (
+        not emb.get("weights_sha256") or not embedder.weights_sha256
+        or emb.get("weights_sha256") == embedder.weights_sha256)
+    if not same:
+        raise IndexStoreError(f"the index was built with embedding model {emb.get('model_id')!r}, but "
+                              f"{embedder.model_id!r} is configured: {_REBUILD} (or set ASSISTANT_EMBED_MODEL "
+                              "back to the index's model)")
+
+
+def load_index(folder: Path) -> LoadedIndex:
+    import faiss
+
+    manifest = read_manifest(folder)
+    files = manifest["files"]
+    try:
+        vectors = faiss.read_index(str(_member(folder, files, "vectors")))
+    except RuntimeError as exc:
+        raise IndexStoreError(f"the vector file of {folder} is damaged or truncated: {_REBUILD}") from exc
+    chunks, lines = _read_chunks(_member(folder, files, "chunks"))
+    try:
+        lexical = LexicalIndex.load(_member(folder, files, "lexical"))
+    except (OSError, ValueError, KeyError) as exc:
+        raise IndexStoreError(f"the lexical index of {folder} is damaged ({exc.__class__.__name__}): {_REBUILD}") from exc
+    n = manifest["chunk_count"]
+    dim = manifest["embedding"].get("dimension")
+    if not (len(chunks) == vectors.ntotal == n) or vectors.d != dim:
+        raise IndexStoreError(f"{folder} is inconsistent ({len(chunks)} chunks, {vectors.ntotal} vectors, manifest "
+                              f"says {n}): {_REBUILD}")
+    pages = {d["source"]: [tuple(p) for p in d.get("pages", [])] for d in manifest["documents"] if d.get("pages")}
+    return LoadedIndex(folder, manifest, chunks, lines, vectors, lexical, pages)
+
+
+def _member(folder: Path, files: dict, key: str) -> Path:
+    name = files.get(key) if isinstance(files, dict) else None
+    if not isinstance(name, str) or "/" in name or "\\" in name or name.startswith("."):
+        raise IndexStoreError(f"{folder / MANIFEST} names no valid {key} file: {_REBUILD}")
+    path = folder / name
+    if not path.exists():
+        raise IndexStoreError(f"{path} is missing: {_REBUILD}")
+    return path
+
+
+def _read_chunks(path: Path) -> tuple[list[Chunk], list[int]]:
+    chunks, lines = [], []
+    try:
+        with open(path, encoding="utf-8") as f:
+            for number, line in enumerate(f, 1):
+                row = json.loads(line)
+                chunk = Chunk(str(row["source"]), int(row["start"]), int(row["end"]), str(row["text"]),
+                              str(row.get("heading", "")))
+                if chunk.end - chunk.start != len(chunk.text):
+                    raise ValueError(f"line {number}: offsets do not match the text length")
+                chunks.append(chunk)
+                lines.append(int(row.get("line", 0)))
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as exc:
+        raise IndexStoreError(f"{path} is damaged ({exc}): {_REBUILD}") from exc
+    return chunks, lines
+
+
+@contextmanager
+def build_lock(folder: Path):
+    """One build at a time per index folder (an advisory lock; released if the process dies)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / ".lock", "w") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            if exc.errno in (errno.EAGAIN, errno.EACCES):
+                raise IndexStoreError(f"another build is writing {folder}; wait for it to finish") from None
+            raise
+        yield
+
+
+def build_index(folder: Path, documents: list[Document], embedder: Embedder, *, chunk_size: int, chunk_overlap: int,
+                skipped: list[tuple[str, str]] = (), corpus: Path | None = None, rebuild: bool = False,
+                progress: Progress | None = None, embed_batch: int = 64) -> BuildReport:
+    """Build (or update) the index in ``folder`` from ``documents``.
+
+    Documents whose content hash and chunking are unchanged keep their vectors; only new and changed
+    documents are embedded. ``rebuild=True`` re-embeds everything.
+    """
+    t0 = time.monotonic()
+    if folder.exists() and any(folder.iterdir()) and not (folder / MANIFEST).exists() \
+            and not _only_our_files(folder):
+        raise IndexStoreError(f"{folder} is not empty and is not an assistant index: refusing to write into it; "
+                              "pick another --index")
+    with build_lock(folder):
+        previous = _reusable(folder, embedder, chunk_size, chunk_overlap) if not rebuild else None
+        old = {d["source"]: d for d in previous.manifest["documents"]} if previous else {}
+        chunks: list[Chunk] = []
+        vectors: list[np.ndarray | None] = []
+        to_embed: list[int] = []
+        records = []
+        reused = 0
+        for document in documents:
+            prior = old.get(document.source)
+            if prior and prior["sha256"] == document.sha256:
+                first, count = prior["first_chunk"], prior["chunks"]
+                doc_chunks = previous.chunks[first:first + count]
+                doc_vectors = [previous.vectors.reconstruct(i) for i in range(first, first + count)]
+                reused += 1
+            else:
+                doc_chunks = chunk_document(document, chunk_size, chunk_overlap)
+                doc_vectors = [None] * len(doc_chunks)
+                to_embed.extend(range(len(chunks), len(chunks) + len(doc_chunks)))
+            records.append({"source": document.source, "sha256": document.sha256, "chars": len(document.text),
+                            "encoding": document.encoding, "first_chunk": len(chunks), "chunks": len(doc_chunks),
+                            "pages": [list(p) for p in document.pages]})
+            chunks.extend(doc_chunks)
+            vectors.extend(doc_vectors)
+        removed = len(set(old) - {d.source for d in documents})
+        if previous and not to_embed and not removed and len(documents) == len(old):
+            return BuildReport(len(documents), len(chunks), 0, reused, 0, tuple(skipped), time.monotonic() - t0, True)
+        _embed(embedder, chunks, vectors, to_embed, progress, embed_batch)
+        lines = _chunk_lines(documents, chunks)
+        manifest = {
+            "format": FORMAT, "format_version": FORMAT_VERSION,
+            "embedding": {"model_id": embedder.model_id, "weights_sha256": embedder.weights_sha256,
+                          "dimension": embedder.dimension, "dtype": getattr(embedder, "dtype", "")},
+            "chunking": {"chunker": CHUNKER, "size": chunk_size, "overlap": chunk_overlap},
+            "lexical": {"tokenizer": TOKENIZER, "scoring": "bm25 (bm25s defaults)"},
+            "corpus": str(corpus.resolve()) if corpus else "",
+            "documents": records, "skipped": [{"source": s, "reason": r} for s, r in skipped],
+            "chunk_count": len(chunks),
+            "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        }
+        matrix = np.vstack(vectors).astype(np.float32) if chunks else np.zeros((0, manifest["embedding"]["dimension"]),
+                                                                               np.float32)
+        _write_generation(folder, manifest, chunks, lines, matrix, t0)
+        return BuildReport(len(documents), len(chunks), len(to_embed), reused, removed, tuple(skipped),
+                           time.monotonic() - t0)
+
+
+def _only_our_files(folder: Path) -> bool:
+    return all(p.name == ".lock" or p.name.startswith(".tmp-") for p in folder.iterdir())
+
+
+def _reusable(folder: Path, embedder: Embedder, size: int, overlap: int) -> LoadedIndex | None:
+    """The previous index if its vectors can be reused; a foreign model is refused, not mixed."""
+    if not (folder / MANIFEST).exists():
+        return None
+    try:
+        previous = load_index(folder)
+    except IndexStoreError as exc:
+        log.warning("previous index not reusable, rebuilding from scratch: %s", exc)
+        return None
+    check_compatible(previous.manifest, embedder)
+    chunking = previous.manifest["chunking"]
+    if chunking != {"chunker": CHUNKER, "size": size, "overlap": overlap}:
+        log.info("chunking changed (%s); re-embedding every document", chunking)
+        return None
+    return previous
+
+
+def _embed(embedder: Embedder, chunks: list[Chunk], vectors: list, to_embed: list[int], progress: Progress | None,
+           batch: int) -> None:
+    # Longest first, so batches pad little; the embedder sorts within a call, we sort across calls.
+    order = sorted(to_embed, key=lambda i: len(chunks[i].text), reverse=True)
+    done = 0
+    for k in range(0, len(order), batch):
+        ids = order[k:k + batch]
+        out = embedder.embed_documents([chunks[i].text for i in ids], [chunks[i].heading for i in ids])
+        for i, v in zip(ids, out, strict=True):
+            vectors[i] = v
+        done += len(ids)
+        if progress:
+            progress(done, len(order))
+
+
+def _chunk_lines(documents: list[Document], chunks: list[Chunk]) -> list[int]:
+    texts = {d.source: d.text for d in documents}
+    return [texts[c.source].count("\n", 0, c.start) + 1 for c in chunks]
+
+
+def _write_generation(folder: Path, manifest: dict, chunks: list[Chunk], lines: list[int], matrix: np.ndarray,
+                      t0: float) -> None:
+    import faiss
+
+    generation = time.strftime("%Y%m%dT%H%M%S", time.gmtime()) + "-" + uuid.uuid4().hex[:8]
+    staging = folder / f".tmp-{generation}"
+    staging.mkdir()
+    try:
+        files = {"vectors": f"vectors-{generation}.faiss", "chunks": f"chunks-{generation}.jsonl",
+                 "lexical": f"lexical-{generation}"}
+        index = faiss.IndexFlatIP(matrix.shape[1])
+        if len(matrix):
+            index.add(matrix)
+        faiss.write_index(index, str(staging / files["vectors"]))
+        with open(staging / files["chunks"], "w", encoding="utf-8") as f:
+            for c, line in zip(chunks, lines, strict=True):
+                f.write(json.dumps({"source": c.source, "start": c.start, "end": c.end, "line": line,
+                                    "heading": c.heading, "text": c.text}, ensure_ascii=False) + "\n")
+        LexicalIndex.build([c.text for c in chunks]).save(staging / files["lexical"])
+        manifest = dict(manifest, files=files, generation=generation,
+                        build_seconds=round(time.monotonic() - t0, 2))
+        for name in files.values():
+            os.rename(staging / name, folder / name)
+        _fsync_tree(folder, files.values())
+        tmp = staging / MANIFEST
+        tmp.write_text(json.dumps(manifest, ensure_ascii=False, indent=1), "utf-8")
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, folder / MANIFEST)  # the swap: from here on readers see the new generation
+        _fsync_dir(folder)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    _remove_other_generations(folder, generation)
+
+
+def _fsync_tree(folder: Path, names) -> None:
+    for name in names:
+        path = folder / name
+        for p in [path] if path.is_file() else [q for q in path.rglob("*") if q.is_file()]:
+            with open(p, "rb") as f:
+                os.fsync(f.fileno())
+    _fsync_dir(folder)
+
+
+def _fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _remove_other_generations(folder: Path, keep: str) -> None:
+    """Delete files of older or abandoned generations (never anything we did not name)."""
+    for path in folder.iterdir():
+        name = path.name
+        ours = name.startswith(("vectors-", "chunks-", "lexical-", ".tmp-"))
+        if ours and keep not in name:
+            if path.is_dir():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)

@@ -1,0 +1,291 @@
+"""Files -> Document: read .txt, .md, .pdf and .docx, detect text encodings, scan a corpus folder.
+
+``Document.text`` is kept exactly as decoded (no newline or whitespace changes): later stages record
+character offsets into it, and a citation must equal ``text[start:end]``.
+"""
+from __future__ import annotations
+
+import bisect
+import hashlib
+import io
+import logging
+import re
+import zipfile
+from pathlib import Path
+from typing import Iterator
+
+import docx
+from docx.opc.exceptions import PackageNotFoundError
+from docx.table import Table, _Row
+from docx.text.paragraph import Paragraph
+from lxml.etree import XMLSyntaxError
+from pypdf import PdfReader
+from pypdf.errors import DependencyError, PyPdfError
+
+from .errors import IngestError
+from .types import Document
+
+log = logging.getLogger(__name__)
+
+SUPPORTED = (".txt", ".md", ".pdf", ".docx")
+
+# Frequent Chinese characters (simplified, then traditional forms that differ) and full-width
+# punctuation. Text decoded with the wrong codec (GB18030 vs Big5) rarely contains them.
+_COMMON_CJK = frozenset(
+    "的一是不了在人有我他这个们中来上大为和国地到以说时要就出会可也你对生能而子那得于着下自之年过发"
+    "后作里用道行所然家种事成方多经么去法学如都同现当没动面起看定天分还进好小部其些主样理心她本前开但"
+    "因只从想实日军者意无力它与长把机十民第公此已工使情明性知全三又关点正业外将两高间由问很最重并物手"
+    "应战向头文体政美相见被利什二等产或新己制身果加西斯月话合回特代内信表化老给世位次度门任常先海通教"
+    "儿原东声提立及比员解水名真论处走义各入几口认条平系气题活尔更别打女变四神总何电数安少报才结反受目"
+    "太量再感建务做接必场件计管期市直德资命山金指克许统区保至队形社便空决治展马科司五基眼书非则听白却"
+    "界达光放强即像难且权思王象完设式色路记南品住告类求据程北边死张该交规万取请档案料软页图网码错误输"
+    "按钮选择删除存文户账号密登录"
+    "這個們來為國說時會對於著過發後裡裏種經麼學現當沒動還進樣開從實軍無與長機點業將兩間問並應戰頭體見"
+    "產製話內給門兒東聲員論處義幾認條氣題爾別變總電數報結務場計資許統區隊決馬書則聽卻達強難權設記類據"
+    "邊張該規萬請檔軟頁圖網碼錯誤輸鈕選擇刪儲帳號登錄"
+    "，。、：；？！「」『』（）《》“”…—"
+)
+_CONTROL = re.compile(r"[\x00-\x08\x0e-\x1f\x7f-\x9f]")  # tab, newlines and form feed are text
+_SAMPLE = 20_000  # characters looked at when judging a decoding
+
+
+def read_document(path: Path, root: Path, max_bytes: int = 50 << 20) -> Document:
+    """Read one file into a Document; raise IngestError naming the file and the reason."""
+    path, root = Path(path), Path(root)
+    source = _source(path, root)
+    try:
+        return _read(path, source, max_bytes)
+    except IngestError as e:
+        raise IngestError(f"{source}: {e}") from None
+
+
+def scan_folder(root: Path, max_bytes: int = 50 << 20) -> tuple[list[Document], list[tuple[str, str]]]:
+    """Read every supported file under ``root``; return (documents, [(source, reason skipped)])."""
+    root = Path(root)
+    if not root.is_dir():
+        raise IngestError(f"{root}: corpus folder not found (or not a folder)")
+    real_root = root.resolve()
+    documents: list[Document] = []
+    skipped: list[tuple[str, str]] = []
+    first_source: dict[str, str] = {}  # sha256 -> source of the first file with that content
+    for path in _walk(root, root, skipped):
+        source = _source(path, root)
+        try:
+            if path.is_symlink() and not path.resolve().is_relative_to(real_root):
+                raise IngestError("symlink points outside the corpus")
+            if path.exists() and not path.is_file():
+                raise IngestError("not a regular file")
+            document = _read(path, source, max_bytes)
+            if document.sha256 in first_source:
+                raise IngestError(f"duplicate of {first_source[document.sha256]}")
+        except IngestError as e:
+            log.info("skipped %s: %s", source, e)
+            skipped.append((source, str(e)))
+            continue
+        first_source[document.sha256] = source
+        documents.append(document)
+    log.info("read %d documents from %s, skipped %d files", len(documents), root, len(skipped))
+    return documents, skipped
+
+
+def decode_text(raw: bytes) -> tuple[str, str]:
+    """Decode the bytes of a text file; return (text, encoding name) or raise IngestError."""
+    if raw.startswith(b"\xef\xbb\xbf"):
+        forced = "utf-8-sig"
+    elif raw.startswith((b"\xff\xfe", b"\xfe\xff")):
+        forced = "utf-16"
+    elif b"\x00" in raw:  # before UTF-8: ASCII-range UTF-16 is also valid UTF-8
+        forced = _utf16_without_bom(raw)
+        if forced is None:
+            raise IngestError("binary content (NUL bytes), not a text file")
+    else:
+        forced = None
+    if forced:
+        try:
+            return _decode_checked(raw, forced), forced
+        except UnicodeDecodeError:
+            raise IngestError(f"starts like {forced} text but is not valid {forced}") from None
+    try:
+        return _decode_checked(raw, "utf-8"), "utf-8"
+    except UnicodeDecodeError:
+        pass
+    candidates = {}
+    for encoding in ("gb18030", "big5"):
+        try:
+            candidates[encoding] = _decode_checked(raw, encoding)
+        except UnicodeDecodeError:
+            continue
+    if not candidates:
+        raise IngestError("cannot be decoded as UTF-8, GB18030, Big5 or UTF-16")
+    # Ties go to GB18030, listed first.
+    encoding = max(candidates, key=lambda name: _cjk_score(candidates[name], name))
+    return candidates[encoding], encoding
+
+
+def line_of(text: str, offset: int) -> int:
+    """1-based line number of a character offset into ``text``."""
+    return text.count("\n", 0, max(offset, 0)) + 1
+
+
+def page_of(document: Document, offset: int) -> int | None:
+    """1-based page number of a character offset, or None for documents without pages."""
+    if not document.pages:
+        return None
+    i = bisect.bisect_right([start for start, _ in document.pages], offset) - 1
+    return document.pages[max(i, 0)][1]
+
+
+def _read(path: Path, source: str, max_bytes: int) -> Document:
+    """Read a file; IngestError messages here give the reason only, without the file name."""
+    suffix = path.suffix.lower()
+    if suffix not in SUPPORTED:
+        raise IngestError(f"unsupported type {suffix or '(no suffix)'} (supported: {', '.join(SUPPORTED)})")
+    try:
+        size = path.stat().st_size
+        if size > max_bytes:
+            raise IngestError(f"file is too large: {_size(size)}, the limit is {_size(max_bytes)} "
+                              "(ASSISTANT_MAX_FILE_MB)")
+        raw = path.read_bytes()
+    except OSError as e:
+        raise IngestError(f"cannot be read ({e.strerror or e})") from None
+    if not raw:
+        raise IngestError("file is empty (0 bytes)")
+    pages: tuple[tuple[int, int], ...] = ()
+    encoding = "utf-8"
+    if suffix == ".pdf":
+        text, pages = _read_pdf(raw)
+    elif suffix == ".docx":
+        text = _read_docx(raw)
+    else:
+        text, encoding = decode_text(raw)
+        if not text.strip():
+            raise IngestError("file contains only whitespace")
+    log.debug("read %s (%s, %d characters)", source, encoding, len(text))
+    return Document(source=source, text=text, sha256=hashlib.sha256(raw).hexdigest(),
+                    encoding=encoding, pages=pages)
+
+
+def _read_pdf(raw: bytes) -> tuple[str, tuple[tuple[int, int], ...]]:
+    try:
+        reader = PdfReader(io.BytesIO(raw))
+        if reader.is_encrypted and not reader.decrypt(""):
+            raise IngestError("encrypted PDF that needs a password; save a copy without encryption")
+        page_texts = [page.extract_text() or "" for page in reader.pages]
+    except DependencyError:
+        raise IngestError("encrypted PDF (AES); install the 'cryptography' package to read it") from None
+    except (PyPdfError, ValueError, KeyError, IndexError, TypeError, AttributeError, RecursionError) as e:
+        raise IngestError(f"corrupt PDF ({_brief(e)})") from None
+    if not any(text.strip() for text in page_texts):
+        raise IngestError("scanned PDF without a text layer; OCR is not supported")
+    pages, start = [], 0
+    for number, text in enumerate(page_texts, 1):
+        pages.append((start, number))
+        start += len(text) + 2  # the "\n\n" between pages
+    return "\n\n".join(page_texts), tuple(pages)
+
+
+def _read_docx(raw: bytes) -> str:
+    try:
+        document = docx.Document(io.BytesIO(raw))
+        blocks = [_block_text(block) for block in document.iter_inner_content()]
+    except (zipfile.BadZipFile, PackageNotFoundError, XMLSyntaxError, KeyError, ValueError, IndexError) as e:
+        raise IngestError(f"corrupt .docx ({_brief(e)}); old .doc files must be saved as .docx") from None
+    text = "\n\n".join(block for block in blocks if block.strip())
+    if not text:
+        raise IngestError("document contains no text")
+    return text
+
+
+def _block_text(block: Paragraph | Table) -> str:
+    """A paragraph (headings as '#' lines) or a table (cells joined by ' | ', one row a line)."""
+    if isinstance(block, Table):
+        return "\n".join(row for row in map(_row_text, block.rows) if row)
+    style = block.style.name if block.style is not None else ""
+    level = 1 if style == "Title" else int(style[8:]) if re.fullmatch(r"Heading \d", style) else 0
+    if level and block.text.strip():
+        return "#" * min(level, 6) + " " + block.text
+    return block.text
+
+
+def _row_text(row: _Row) -> str:
+    """Cells joined by ' | ' ('' for an empty row); a merged cell repeats per grid column: once here."""
+    cells = []
+    for cell in row.cells:
+        if not cells or cell._tc is not cells[-1]._tc:
+            cells.append(cell)
+    texts = [" ".join(cell.text.split()) for cell in cells]
+    return " | ".join(texts) if any(texts) else ""
+
+
+def _decode_checked(raw: bytes, encoding: str) -> str:
+    """Strict decode that rejects text with many control characters (binary content)."""
+    text = raw.decode(encoding)
+    sample = text[:_SAMPLE]
+    if "\x00" in text or len(_CONTROL.findall(sample)) > 0.1 * len(sample):
+        raise IngestError("binary content (control characters), not a text file")
+    return text
+
+
+def _utf16_without_bom(raw: bytes) -> str | None:
+    """'utf-16-le'/'utf-16-be' when every other byte is mostly NUL (ASCII-range UTF-16), else None."""
+    sample = raw[: 2 * _SAMPLE]
+    if len(raw) % 2 or len(sample) < 2:
+        return None
+    half = len(sample) // 2
+    even, odd = sample[0::2].count(0), sample[1::2].count(0)
+    if odd >= 0.3 * half and even <= 0.02 * half:
+        return "utf-16-le"
+    if even >= 0.3 * half and odd <= 0.02 * half:
+        return "utf-16-be"
+    return None
+
+
+def _cjk_score(text: str, encoding: str) -> float:
+    """How plausible a GB18030/Big5 decoding is: share of frequent characters, plus the share of
+    characters from the encoding's own frequent block (GB2312 level 1, Big5 level 1)."""
+    table, low, high = ("gb2312", 0xB0, 0xD7) if encoding == "gb18030" else ("big5", 0xA4, 0xC6)
+    wide = [c for c in text[:_SAMPLE] if ord(c) > 0x7F]
+    if not wide:
+        return 0.0
+    common = frequent_block = 0
+    for c in wide:
+        if c in _COMMON_CJK:
+            common += 1
+        try:
+            frequent_block += low <= c.encode(table)[0] <= high
+        except UnicodeEncodeError:
+            pass
+    return (common + frequent_block) / len(wide)
+
+
+def _walk(folder: Path, root: Path, skipped: list[tuple[str, str]]) -> Iterator[Path]:
+    """Paths under ``folder`` in sorted order, without hidden names; a symlinked folder inside the
+    corpus is not followed (its files are reached through the real folder)."""
+    try:
+        entries = sorted(folder.iterdir())
+    except OSError as e:
+        skipped.append((_source(folder, root), f"folder cannot be read ({e.strerror or e})"))
+        return
+    for path in entries:
+        if path.name.startswith("."):
+            continue
+        if not path.is_symlink() and path.is_dir():
+            yield from _walk(path, root, skipped)
+        elif not (path.is_dir() and path.resolve().is_relative_to(root.resolve())):
+            yield path
+
+
+def _source(path: Path, root: Path) -> str:
+    try:
+        return path.absolute().relative_to(root.absolute()).as_posix()
+    except ValueError:
+        return path.name
+
+
+def _size(n: int) -> str:
+    return f"{n / (1 << 20):.1f} MB" if n >= 1 << 20 else f"{n / 1024:.1f} KB" if n >= 1024 else f"{n} bytes"
+
+
+def _brief(error: Exception) -> str:
+    """The first line of a library error message, for a one-line IngestError."""
+    return (str(error).strip().splitlines() or [type(error).__name__])[0][:160]

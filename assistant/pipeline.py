@@ -1,0 +1,146 @@
+"""Assistant: wires the index, the retriever and the reader; ``ask(question)`` returns a cited Answer."""
+from __future__ import annotations
+
+import logging
+import re
+import shutil
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from .config import Settings
+from .embedding import Embedder, SentenceTransformerEmbedder
+from .errors import AssistantError, IndexStoreError, IngestError, QuestionError
+from .index_store import BuildReport, build_index, check_compatible, load_index, LoadedIndex
+from .ingest import SUPPORTED, read_document, scan_folder
+from .models import resolve_embedding_model
+from .reader import DEFAULT_MIN_EVIDENCE, ExtractiveReader, Passages, Reader
+from .retriever import HybridRetriever
+from .types import Answer
+
+log = logging.getLogger(__name__)
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+
+
+def make_embedder(settings: Settings, show_progress: bool = False) -> SentenceTransformerEmbedder:
+    """The configured embedding model (not loaded until first use)."""
+    resolved = resolve_embedding_model(settings.embed_model, settings.home)
+    return SentenceTransformerEmbedder(resolved, settings.embed_dtype, settings.embed_batch, settings.threads,
+                                       show_progress)
+
+
+@dataclass(frozen=True)
+class _Serving:
+    """One loaded index and its retriever; replaced as a whole when a rebuild completes."""
+
+    index: LoadedIndex
+    retriever: HybridRetriever
+
+
+class Assistant:
+    """Answers questions from one index folder. Thread-safe: a rebuild swaps the serving index at the end."""
+
+    def __init__(self, settings: Settings, embedder: Embedder | None = None, reader: Reader | None = None) -> None:
+        self.settings = settings
+        self.embedder = embedder if embedder is not None else make_embedder(settings)
+        self.reader = reader if reader is not None else ExtractiveReader(
+            self.embedder, settings.min_evidence or DEFAULT_MIN_EVIDENCE)
+        self._serving: _Serving | None = None
+        self._lock = threading.Lock()
+
+    # -- the index ---------------------------------------------------------------------------------
+    def _current(self) -> _Serving:
+        serving = self._serving
+        if serving is None:
+            with self._lock:
+                if self._serving is None:
+                    self._serving = self._load()
+                serving = self._serving
+        return serving
+
+    def _load(self) -> _Serving:
+        index = load_index(self.settings.index)
+        check_compatible(index.manifest, self.embedder)
+        return _Serving(index, HybridRetriever(index, self.embedder))
+
+    def reload(self) -> None:
+        self._serving = self._load()
+
+    def build(self, corpus: Path | None = None, rebuild: bool = False,
+              progress: Callable[[int, int], None] | None = None) -> BuildReport:
+        """Index the corpus folder (incrementally); the previous index serves until the new one is complete."""
+        corpus = corpus or self.settings.corpus
+        if not corpus.is_dir():
+            raise AssistantError(f"corpus folder {corpus} does not exist")
+        documents, skipped = scan_folder(corpus, self.settings.max_file_mb << 20)
+        report = build_index(self.settings.index, documents, self.embedder, chunk_size=self.settings.chunk_size,
+                             chunk_overlap=self.settings.chunk_overlap, skipped=skipped, corpus=corpus,
+                             rebuild=rebuild, progress=progress)
+        if not report.unchanged or self._serving is None:
+            self.reload()
+        return report
+
+    def add(self, paths: list[Path], corpus: Path | None = None,
+            progress: Callable[[int, int], None] | None = None) -> tuple[BuildReport, list[tuple[str, str]]]:
+        """Copy readable documents into the corpus folder, then update the index.
+
+        Each file is read first; one that cannot be read is reported and not copied, so a bad file
+        never reaches the corpus. Returns the build report and the (file, reason) pairs refused.
+        """
+        corpus = corpus or self.settings.corpus
+        corpus.mkdir(parents=True, exist_ok=True)
+        refused: list[tuple[str, str]] = []
+        for path in paths:
+            try:
+                if path.suffix.lower() not in SUPPORTED:
+                    raise IngestError(f"{path.name}: unsupported type {path.suffix or '(none)'}; "
+                                      f"supported: {', '.join(SUPPORTED)}")
+                read_document(path, path.parent, self.settings.max_file_mb << 20)
+            except IngestError as exc:
+                refused.append((path.name, str(exc)))
+                continue
+            target = corpus / path.name
+            if target.exists() and target.read_bytes() != path.read_bytes():
+                refused.append((path.name, f"{path.name}: a different file of that name is already in {corpus}"))
+                continue
+            if not target.exists():
+                shutil.copyfile(path, target)
+        return self.build(corpus, progress=progress), refused
+
+    def status(self) -> dict:
+        index = self._current().index
+        m = index.manifest
+        return {"index": str(index.folder), "documents": len(m["documents"]), "chunks": m["chunk_count"],
+                "embedding_model": m["embedding"]["model_id"], "built_at": m.get("built_at", ""),
+                "corpus": m.get("corpus", ""), "skipped": m.get("skipped", [])}
+
+    # -- questions ---------------------------------------------------------------------------------
+    def clean_question(self, question: str) -> str:
+        question = _CONTROL.sub(" ", question or "").strip()
+        if not question:
+            raise QuestionError("the question is empty: type a question")
+        if len(question) > self.settings.max_question_chars:
+            raise QuestionError(f"the question is {len(question):,} characters long; the limit is "
+                                f"{self.settings.max_question_chars:,} (ASSISTANT_MAX_QUESTION_CHARS)")
+        return question
+
+    def ask(self, question: str, k: int | None = None, query: str | None = None) -> Answer:
+        """Answer ``question``; ``query`` (e.g. the question with conversation context) is what is searched for."""
+        t0 = time.perf_counter()
+        question = self.clean_question(question)
+        query = self.clean_question(query) if query else question
+        serving = self._current()
+        vector = self.embedder.embed_queries([query])[0]
+        found = serving.retriever.search(query, k or self.settings.top_k, query_vector=vector)
+        t1 = time.perf_counter()
+        reading = self.reader.read(Passages(question, vector, found.hits, found.best_dense, serving.index.lines,
+                                            serving.index.pages))
+        t2 = time.perf_counter()
+        timings = {"retrieve": (t1 - t0) * 1000, "read": (t2 - t1) * 1000, "total": (t2 - t0) * 1000}
+        return Answer(question, reading.text, reading.abstained, reading.citations, reading.related,
+                      query if query != question else "", timings)
+
+
+__all__ = ["Assistant", "make_embedder", "IndexStoreError"]

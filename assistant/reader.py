@@ -1,0 +1,173 @@
+"""Reader protocol and the extractive reader: the question-answering step.
+
+The extractive reader answers with sentences copied verbatim from the retrieved passages. It scores
+every sentence / list item / code block of the top passages against the question with the
+embedding model, picks the passage holding the best one, and returns that passage's answer part:
+its body without headings and without lines that only restate a question, trimmed to a window
+around the best sentence when the body is long.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+
+from .chunking import Span, spans
+from .citations import cite
+from .embedding import Embedder
+from .types import Citation, Hit
+
+# Calibrated on tests/data/eval.jsonl: the best passage's cosine similarity to the question, below
+# which the documents are taken not to cover it (see README, "Abstention").
+DEFAULT_MIN_EVIDENCE = 0.45
+_CJK = re.compile(r"[\u3400-\u9fff]")
+_LATIN = re.compile(r"[A-Za-z]")
+_QUESTION_LABEL = re.compile(r"^[\s*#>\-\d.、]*(?:问题|面试题|题目描述|题目|question)\s*[:：*]", re.I)
+_QUESTION_END = re.compile(r"[？?][\s*]*$")
+_LABEL_ONLY = re.compile(r"^[\s*#>\-\d.、]*[^\s*:：]{0,8}[:：][\s*]*$")
+
+
+@dataclass(frozen=True)
+class Reading:
+    text: str
+    abstained: bool
+    citations: tuple[Citation, ...]
+    related: tuple[Citation, ...]
+    evidence: float
+
+
+@dataclass(frozen=True)
+class Passages:
+    """What a reader gets: the question, its vector, the hits, and where each chunk sits in its document."""
+
+    question: str
+    query_vector: np.ndarray
+    hits: list[Hit]
+    evidence: float  # cosine similarity of the nearest chunk to the question
+    lines: list[int]  # chunk id -> 1-based line of its start
+    pages: dict[str, list[tuple[int, int]]]
+
+
+class Reader(Protocol):
+    name: str
+
+    def read(self, passages: Passages) -> Reading: ...
+
+
+def is_chinese(text: str) -> bool:
+    cjk = len(_CJK.findall(text))
+    return cjk > 0 and cjk >= 0.25 * len(_LATIN.findall(text))
+
+
+def not_covered(question: str) -> str:
+    if is_chinese(question):
+        return "文档中没有涉及这个问题。下面是最接近的段落，仅供参考。"
+    return "The documents do not cover this question. The closest passages are listed below for reference."
+
+
+def is_question_like(text: str) -> bool:
+    """A line that poses a question, or a bare label such as ``**答案：**``: never an answer by itself."""
+    return bool(_QUESTION_LABEL.match(text) or _QUESTION_END.search(text) or _LABEL_ONLY.match(text))
+
+
+class ExtractiveReader:
+    """Verbatim answers with ``[n]`` markers; abstains when the best passage is too far from the question."""
+
+    name = "extractive"
+
+    def __init__(self, embedder: Embedder, min_evidence: float = DEFAULT_MIN_EVIDENCE, candidates: int = 3,
+                 max_chars: int = 450, code_chars: int = 1200, second_margin: float = 0.02, max_citations: int = 2) -> None:
+        if candidates <= 0 or max_chars <= 0:
+            raise ValueError("candidates and max_chars must be positive")
+        self.embedder = embedder
+        self.min_evidence = min_evidence
+        self.candidates = candidates
+        self.max_chars = max_chars
+        self.code_chars = code_chars
+        self.second_margin = second_margin
+        self.max_citations = max_citations
+
+    def read(self, passages: Passages) -> Reading:
+        hits = passages.hits
+        evidence = passages.evidence
+        if evidence < self.min_evidence:
+            return Reading(not_covered(passages.question), True, (), self._related(passages), evidence)
+        scored = self._score_units(passages)
+        if not scored:
+            return Reading(not_covered(passages.question), True, (), self._related(passages), evidence)
+        citations: list[Citation] = []
+        used: set[int] = set()
+        best_score = scored[0][0]
+        for score, hit_rank, _ in scored:
+            if hit_rank in used or len(citations) == self.max_citations:
+                continue
+            if citations and score < best_score - self.second_margin:
+                break
+            hit = hits[hit_rank]
+            window = self._window(hit, [s for s in scored if s[1] == hit_rank])
+            if window is None:
+                continue
+            start, end = window
+            citations.append(cite(len(citations) + 1, hit.chunk, passages.lines[hit.chunk_id], start, end,
+                                  score, passages.pages.get(hit.chunk.source)))
+            used.add(hit_rank)
+        text = "\n\n".join(f"{c.quote} [{c.n}]" for c in citations)
+        return Reading(text, False, tuple(citations), (), evidence)
+
+    def _score_units(self, passages: Passages) -> list[tuple[float, int, Span]]:
+        """(score, hit rank, span) for each answer-like unit of the top passages, best first."""
+        units: list[tuple[int, Span]] = []
+        for rank, hit in enumerate(passages.hits[:self.candidates]):
+            units += [(rank, s) for s in _body(hit.chunk.text)]
+        if not units:
+            return []
+        hits = passages.hits
+        vectors = self.embedder.embed_documents([hits[r].chunk.text[s.start:s.end] for r, s in units],
+                                                [hits[r].chunk.heading for r, s in units])
+        similarity = vectors @ passages.query_vector
+        # The unit's own match, backed by how well its whole passage matched.
+        scored = [(0.6 * float(sim) + 0.4 * hits[r].dense_score, r, s) for (r, s), sim in zip(units, similarity)]
+        return sorted(scored, key=lambda t: -t[0])
+
+    def _window(self, hit: Hit, scored: list[tuple[float, int, Span]]) -> tuple[int, int] | None:
+        """The chunk's answer part: all body units if short enough, else a window around the best unit."""
+        body = sorted({s for _, _, s in scored}, key=lambda s: s.start)
+        if not body:
+            return None
+        limit = self.code_chars if any(s.kind == "code" for s in body) else self.max_chars
+        if body[-1].end - body[0].start <= limit:
+            return body[0].start, body[-1].end
+        score = {s: v for v, _, s in scored}
+        i = j = body.index(scored[0][2])
+        while True:  # grow towards the better neighbour, preferring what follows
+            nxt = body[j + 1] if j + 1 < len(body) and body[j + 1].end - body[i].start <= limit else None
+            prv = body[i - 1] if i > 0 and body[j].end - body[i - 1].start <= limit else None
+            if nxt is None and prv is None:
+                break
+            if nxt is not None and (prv is None or score[nxt] >= score[prv] - 0.05):
+                j += 1
+            else:
+                i -= 1
+        return body[i].start, body[j].end
+
+    def _related(self, passages: Passages, count: int = 3, chars: int = 160) -> tuple[Citation, ...]:
+        related = []
+        for hit in passages.hits[:count]:
+            body = _body(hit.chunk.text) or spans(hit.chunk.text)
+            if not body:
+                continue
+            end = body[0].end
+            for s in body[1:]:
+                if s.end - body[0].start > chars:
+                    break
+                end = s.end
+            related.append(cite(len(related) + 1, hit.chunk, passages.lines[hit.chunk_id], body[0].start, end,
+                                hit.dense_score, passages.pages.get(hit.chunk.source)))
+        return tuple(related)
+
+
+def _body(text: str) -> list[Span]:
+    """The units of a passage that can answer: no headings, no lines that only pose a question."""
+    return [s for s in spans(text) if s.kind != "heading" and not is_question_like(text[s.start:s.end])]
