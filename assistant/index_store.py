@@ -180,6 +180,8 @@ def build_index(folder: Path, documents: list[Document], embedder: Embedder, *, 
     documents are embedded. ``rebuild=True`` re-embeds everything.
     """
     t0 = time.monotonic()
+    if not documents:  # an index of nothing cannot answer anything (and BM25 cannot index an empty corpus)
+        raise _nothing_to_index(skipped)
     if folder.exists() and any(folder.iterdir()) and not (folder / MANIFEST).exists() \
             and not _only_our_files(folder):
         raise IndexStoreError(f"{folder} is not empty and is not an assistant index: refusing to write into it; "
@@ -208,6 +210,8 @@ def build_index(folder: Path, documents: list[Document], embedder: Embedder, *, 
                             "pages": [list(p) for p in document.pages]})
             chunks.extend(doc_chunks)
             vectors.extend(doc_vectors)
+        if not chunks:
+            raise _nothing_to_index(skipped)
         removed = len(set(old) - {d.source for d in documents})
         if previous and not to_embed and not removed and len(documents) == len(old):
             return BuildReport(len(documents), len(chunks), 0, reused, 0, tuple(skipped), time.monotonic() - t0, True)
@@ -229,6 +233,12 @@ def build_index(folder: Path, documents: list[Document], embedder: Embedder, *, 
         _write_generation(folder, manifest, chunks, lines, matrix, t0)
         return BuildReport(len(documents), len(chunks), len(to_embed), reused, removed, tuple(skipped),
                            time.monotonic() - t0)
+
+
+def _nothing_to_index(skipped) -> IndexStoreError:
+    reasons = "; ".join(f"{source}: {reason}" for source, reason in list(skipped)[:3])
+    return IndexStoreError(f"no text to index ({len(skipped)} files skipped{': ' if reasons else ''}{reasons}): "
+                           "add .txt, .md, .pdf or .docx files with text to the corpus folder")
 
 
 def _only_our_files(folder: Path) -> bool:

@@ -48,3 +48,72 @@ class FakeEmbedder:
 @pytest.fixture
 def fake_embedder() -> FakeEmbedder:
     return FakeEmbedder()
+
+
+# -- end-to-end fixtures: the real model on the real corpus ----------------------------------------
+ROOT = __import__("pathlib").Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def no_network(monkeypatch):
+    """Outbound sockets raise; loopback and Unix sockets still work."""
+    import ipaddress
+    import socket
+
+    real_connect = socket.socket.connect
+    real_connect_ex = socket.socket.connect_ex
+
+    def allowed(sock, address) -> bool:
+        if sock.family == socket.AF_UNIX:
+            return True
+        host = address[0]
+        if host == "localhost":
+            return True
+        try:
+            return ipaddress.ip_address(host).is_loopback
+        except ValueError:
+            return False
+
+    def connect(sock, address):
+        if not allowed(sock, address):
+            raise OSError(f"network access blocked in tests: {address}")
+        return real_connect(sock, address)
+
+    def connect_ex(sock, address):
+        if not allowed(sock, address):
+            raise OSError(f"network access blocked in tests: {address}")
+        return real_connect_ex(sock, address)
+
+    monkeypatch.setattr(socket.socket, "connect", connect)
+    monkeypatch.setattr(socket.socket, "connect_ex", connect_ex)
+
+
+@pytest.fixture(scope="session")
+def real_settings(tmp_path_factory):
+    from assistant.config import Settings
+    from assistant.errors import ModelError
+    from assistant.models import EMBEDDING_GEMMA, check_ready
+
+    settings = Settings.from_env(corpus=ROOT / "corpus", index=tmp_path_factory.mktemp("e2e") / "index")
+    if not settings.embed_model:
+        try:
+            check_ready(EMBEDDING_GEMMA, settings.home)
+        except ModelError as exc:  # `make test` fetches the model first; plain pytest may not have it
+            pytest.fail(f"{exc}")
+    return settings
+
+
+@pytest.fixture(scope="session")
+def real_index(real_settings):
+    """The default corpus indexed once per session with the real model (built offline)."""
+    from assistant.pipeline import Assistant
+
+    Assistant(real_settings).build()
+    return real_settings.index
+
+
+@pytest.fixture(scope="session")
+def real_assistant(real_settings, real_index):
+    from assistant.pipeline import Assistant
+
+    return Assistant(real_settings)
