@@ -64,7 +64,7 @@ def chunk_document(document: Document, size: int = 400, overlap: int = 0, code_s
         current[:] = list(keep)
         context = " > ".join(h for _, h in stack[-2:])
 
-    for group in _groups(_units(text, size, code_size)):
+    for group in _groups(text, _units(text, size, code_size)):
         first = group[0]
         if current and current[-1].segment != first.segment:
             flush()
@@ -80,7 +80,7 @@ def chunk_document(document: Document, size: int = 400, overlap: int = 0, code_s
             stack.append((level, _STRIP_HEADING.sub("", line)))
             current.append(first)
             continue
-        limit = code_size if first.kind == "code" else size
+        limit = code_size if any(u.kind == "code" for u in group) else size  # an intro grouped with its code
         if group[-1].end - (current[0].start if current else first.start) <= limit:
             current.extend(group)
         elif has_body() and group[-1].end - first.start <= limit:
@@ -95,12 +95,16 @@ def chunk_document(document: Document, size: int = 400, overlap: int = 0, code_s
     return chunks
 
 
-def _groups(units: list[_Unit]) -> list[list[_Unit]]:
-    """Each heading alone; other units grouped by block."""
+def _groups(text: str, units: list[_Unit]) -> list[list[_Unit]]:
+    """Each heading alone; other units grouped by block. A block that ends with a colon (it introduces
+    what follows, e.g. ``以下是实现：`` before a list or code) is grouped with the next block."""
     groups: list[list[_Unit]] = []
     for u in units:
-        if groups and u.kind != "heading" and groups[-1][0].kind != "heading" and groups[-1][0].block == u.block:
-            groups[-1].append(u)
+        last = groups[-1] if groups else None
+        same_block = last is not None and last[0].kind != "heading" and u.kind != "heading" and (
+            last[-1].block == u.block or text[last[-1].end - 1] in ":：")
+        if same_block and last[-1].segment == u.segment:
+            last.append(u)
         else:
             groups.append([u])
     return groups
@@ -172,7 +176,9 @@ def _text_units(text: str, start: int, end: int, size: int, block: int) -> list[
     units: list[_Unit] = []
     for a, b in zip(cuts, cuts[1:]):
         m = _HEADING.match(text, a) or _BOLD_ITEM.match(text, a)
-        if m and m.start() == a or (m and not text[a:m.start()].strip()):
+        if m is None and a == start:  # a block starts a line, also right after chat-template debris
+            m = _HEADING.match(text[a:b]) or _BOLD_ITEM.match(text[a:b])
+        if m:
             line_end = text.find("\n", a, b)
             line_end = b if line_end < 0 else line_end
             units += _trimmed(text, a, line_end, "heading", block)

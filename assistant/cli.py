@@ -45,6 +45,12 @@ def _parser() -> argparse.ArgumentParser:
     ask.add_argument("-k", type=int, default=None, help="passages to retrieve (default ASSISTANT_TOP_K or 5)")
     _folders(ask, corpus=False)
 
+    ev = sub.add_parser("eval", help="score retrieval, answers and abstention on a JSONL question set")
+    ev.add_argument("file", type=Path, metavar="FILE.jsonl",
+                    help='one {"id", "question", "sources", "keys", "answerable"} object per line')
+    ev.add_argument("--json", action="store_true", help="print the metrics and per-question rows as JSON")
+    _folders(ev)
+
     chat = sub.add_parser("chat", help="ask questions interactively on the terminal (empty line or Ctrl-D quits)")
     _folders(chat, corpus=False)
 
@@ -73,6 +79,8 @@ def main(argv: list[str] | None = None) -> int:
             return _models(args, settings)
         if args.command == "index":
             return _index(args, settings)
+        if args.command == "eval":
+            return _eval(args, settings)
         if args.command == "chat":
             return _chat(settings)
         return _ask(args, settings)
@@ -116,7 +124,7 @@ def _index(args, settings: Settings) -> int:
             for s in status["skipped"]:
                 print(f"skipped:   {s['source']}: {s['reason']}")
         return 0
-    with _progress_bar() as progress:
+    with _ProgressBar() as progress:
         if args.action == "add":
             missing = [str(p) for p in args.paths if not p.is_file()]
             if missing:
@@ -132,8 +140,11 @@ def _index(args, settings: Settings) -> int:
     return 1 if refused and len(refused) == len(getattr(args, "paths", [])) else 0
 
 
-class _progress_bar:
+class _ProgressBar:
     """A tqdm bar on stderr fed by (done, total) callbacks; silent when nothing is embedded."""
+
+    def __init__(self, unit: str = "chunk", desc: str = "embedding") -> None:
+        self.unit, self.desc = unit, desc
 
     def __enter__(self):
         self.bar = None
@@ -143,7 +154,7 @@ class _progress_bar:
         if self.bar is None:
             from tqdm import tqdm
 
-            self.bar = tqdm(total=total, unit="chunk", desc="embedding", file=sys.stderr, disable=None)
+            self.bar = tqdm(total=total, unit=self.unit, desc=self.desc, file=sys.stderr, disable=None)
         self.bar.update(done - self.bar.n)
 
     def __exit__(self, *exc) -> None:
@@ -174,6 +185,21 @@ def _ask(args, settings: Settings) -> int:
         else:
             print(_format(answer), flush=True)
     return 2 if failures and failures == len(questions) else 0
+
+
+def _eval(args, settings: Settings) -> int:
+    from . import evaluation
+
+    questions = evaluation.load_questions(args.file)
+    assistant = _assistant(settings)
+    corpus = Path(assistant.status()["corpus"] or settings.corpus)
+    with _ProgressBar("question", "asking") as progress:
+        report = evaluation.run(assistant, questions, corpus, progress)
+    if args.json:
+        print(json.dumps({"metrics": report.metrics, "questions": report.rows}, ensure_ascii=False))
+    else:
+        print(evaluation.format_report(report))
+    return 0
 
 
 def _chat(settings: Settings) -> int:

@@ -86,3 +86,46 @@ def summarize(rows: list[dict]) -> dict:
         "latency_p50_ms": statistics.median(ms) if ms else 0.0,
         "latency_p95_ms": ms[min(len(ms) - 1, int(round(0.95 * (len(ms) - 1))))] if ms else 0.0,
     }
+
+
+def run(assistant, questions: list[Question], corpus: Path, progress=None) -> Report:
+    """Ask every question and score it; quotes are checked against the documents in ``corpus``."""
+    from .ingest import read_document
+
+    texts: dict[str, str] = {}
+
+    def document_text(source: str) -> str:
+        if source not in texts:
+            texts[source] = read_document(corpus / source, corpus).text
+        return texts[source]
+
+    report = Report()
+    for i, q in enumerate(questions):
+        report.rows.append(score(q, assistant.ask(q.question), document_text))
+        if progress:
+            progress(i + 1, len(questions))
+    report.metrics = summarize(report.rows)
+    return report
+
+
+def format_report(report: Report) -> str:
+    m = report.metrics
+    lines = [f"{m['questions']} questions ({m['answerable']} answerable, {m['unanswerable']} not covered)", ""]
+    for key in ("hit@1", "hit@5", "mrr", "key_recall", "citation_validity", "abstention_precision",
+                "abstention_recall"):
+        lines.append(f"  {key:<22} {m[key]:.3f}")
+    lines.append(f"  {'latency p50 / p95':<22} {m['latency_p50_ms']:.0f} / {m['latency_p95_ms']:.0f} ms")
+    failures = [r for r in report.rows if _failed(r)]
+    if failures:
+        lines += ["", f"{len(failures)} questions not fully right:"]
+        for r in failures:
+            what = ("answered, should abstain" if not r["answerable"] else "abstained" if r["abstained"]
+                    else f"first right source at {r['first_hit']}, missing keys {r['keys_missing']}")
+            lines.append(f"  {r['id']} {r['question'][:50]!r}: {what}")
+    return "\n".join(lines)
+
+
+def _failed(row: dict) -> bool:
+    if not row["answerable"]:
+        return not row["abstained"]
+    return row["abstained"] or row["first_hit"] != 1 or bool(row["keys_missing"]) or not row["citations_valid"]

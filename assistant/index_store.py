@@ -15,6 +15,7 @@ is killed leaves the old manifest serving. Files of other generations are remove
 from __future__ import annotations
 
 import errno
+import hashlib
 import fcntl
 import json
 import logging
@@ -39,7 +40,13 @@ log = logging.getLogger(__name__)
 
 FORMAT = "assistant-index"
 FORMAT_VERSION = 1
-CHUNKER = "sections-sentences-v1"
+
+def chunker_id() -> str:
+    """Names the chunking code: a hash of chunking.py, so any change to it re-chunks on the next build."""
+    from . import chunking
+
+    return "sections-sentences-" + hashlib.sha256(Path(chunking.__file__).read_bytes()).hexdigest()[:12]
+
 MANIFEST = "manifest.json"
 _REBUILD = "rebuild it with `assistant index build --rebuild`"
 
@@ -221,7 +228,7 @@ def build_index(folder: Path, documents: list[Document], embedder: Embedder, *, 
             "format": FORMAT, "format_version": FORMAT_VERSION,
             "embedding": {"model_id": embedder.model_id, "weights_sha256": embedder.weights_sha256,
                           "dimension": embedder.dimension, "dtype": getattr(embedder, "dtype", "")},
-            "chunking": {"chunker": CHUNKER, "size": chunk_size, "overlap": chunk_overlap},
+            "chunking": {"chunker": chunker_id(), "size": chunk_size, "overlap": chunk_overlap},
             "lexical": {"tokenizer": TOKENIZER, "scoring": "bm25 (bm25s defaults)"},
             "corpus": str(corpus.resolve()) if corpus else "",
             "documents": records, "skipped": [{"source": s, "reason": r} for s, r in skipped],
@@ -256,7 +263,7 @@ def _reusable(folder: Path, embedder: Embedder, size: int, overlap: int) -> Load
         return None
     check_compatible(previous.manifest, embedder)
     chunking = previous.manifest["chunking"]
-    if chunking != {"chunker": CHUNKER, "size": size, "overlap": overlap}:
+    if chunking != {"chunker": chunker_id(), "size": size, "overlap": overlap}:
         log.info("chunking changed (%s); re-embedding every document", chunking)
         return None
     return previous

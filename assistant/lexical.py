@@ -36,6 +36,14 @@ def _tokenizer():
         return _jieba
 
 
+def _bm25s():
+    """bm25s, imported on first use; it sets its logger to DEBUG, which would print on every CLI build."""
+    import bm25s
+
+    logging.getLogger("bm25s").setLevel(logging.WARNING)
+    return bm25s
+
+
 def tokenize(text: str) -> list[str]:
     """Lower-cased words; Chinese runs are cut by jieba (search mode) plus their character bigrams."""
     tokens: list[str] = []
@@ -57,8 +65,7 @@ class LexicalIndex:
 
     @classmethod
     def build(cls, texts: list[str]) -> LexicalIndex:
-        import bm25s
-
+        bm25s = _bm25s()
         bm25 = bm25s.BM25()
         corpus = [tokenize(t) or ["\u2205"] for t in texts]
         bm25.index(corpus, show_progress=False)
@@ -69,8 +76,7 @@ class LexicalIndex:
 
     @classmethod
     def load(cls, folder: Path) -> LexicalIndex:
-        import bm25s
-
+        bm25s = _bm25s()
         return cls(bm25s.BM25.load(str(folder), mmap=False, allow_pickle=False))
 
     def scores(self, query: str) -> np.ndarray:

@@ -95,15 +95,14 @@ class Assistant:
         for path in paths:
             try:
                 if path.suffix.lower() not in SUPPORTED:
-                    raise IngestError(f"{path.name}: unsupported type {path.suffix or '(none)'}; "
-                                      f"supported: {', '.join(SUPPORTED)}")
+                    raise IngestError(f"unsupported type {path.suffix or '(none)'}; supported: {', '.join(SUPPORTED)}")
                 read_document(path, path.parent, self.settings.max_file_mb << 20)
             except IngestError as exc:
-                refused.append((path.name, str(exc)))
+                refused.append((path.name, str(exc).removeprefix(f"{path.name}: ")))
                 continue
             target = corpus / path.name
             if target.exists() and target.read_bytes() != path.read_bytes():
-                refused.append((path.name, f"{path.name}: a different file of that name is already in {corpus}"))
+                refused.append((path.name, f"a different file of that name is already in {corpus}"))
                 continue
             if not target.exists():
                 shutil.copyfile(path, target)

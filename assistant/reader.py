@@ -78,7 +78,8 @@ class ExtractiveReader:
     name = "extractive"
 
     def __init__(self, embedder: Embedder, min_evidence: float = DEFAULT_MIN_EVIDENCE, candidates: int = 3,
-                 max_chars: int = 450, code_chars: int = 1200, second_margin: float = 0.02, max_citations: int = 2) -> None:
+                 max_chars: int = 450, code_chars: int = 1200, second_margin: float = 0.02, max_citations: int = 2,
+                 unit_weight: float = 0.4) -> None:
         if candidates <= 0 or max_chars <= 0:
             raise ValueError("candidates and max_chars must be positive")
         self.embedder = embedder
@@ -88,6 +89,7 @@ class ExtractiveReader:
         self.code_chars = code_chars
         self.second_margin = second_margin
         self.max_citations = max_citations
+        self.unit_weight = unit_weight
 
     def read(self, passages: Passages) -> Reading:
         hits = passages.hits
@@ -128,7 +130,8 @@ class ExtractiveReader:
                                                 [hits[r].chunk.heading for r, s in units])
         similarity = vectors @ passages.query_vector
         # The unit's own match, backed by how well its whole passage matched.
-        scored = [(0.6 * float(sim) + 0.4 * hits[r].dense_score, r, s) for (r, s), sim in zip(units, similarity)]
+        w = self.unit_weight
+        scored = [(w * float(sim) + (1 - w) * hits[r].dense_score, r, s) for (r, s), sim in zip(units, similarity)]
         return sorted(scored, key=lambda t: -t[0])
 
     def _window(self, hit: Hit, scored: list[tuple[float, int, Span]]) -> tuple[int, int] | None:

@@ -81,6 +81,13 @@ def test_chat_template_debris_is_never_part_of_a_chunk():
     assert {"大模型的优势很多。", "结束语。"} <= {c.text for c in chunks}
 
 
+def test_heading_right_after_debris_is_a_heading():
+    text = "前文内容。\n<|bot|>### 面试题\n\n**1. 什么是微调？**\n\n答：继续训练。"
+    chunks = chunks_of(text, size=400)
+    assert [c.text for c in chunks] == ["前文内容。", "### 面试题\n\n**1. 什么是微调？**\n\n答：继续训练。"]
+    assert ("heading", "### 面试题") in [(s.kind, text[s.start:s.end]) for s in spans(text)]
+
+
 # -- structure -------------------------------------------------------------------------------------
 
 def test_code_block_stays_with_the_sentence_that_introduces_it():
