@@ -125,14 +125,17 @@ class Assistant:
                                 f"{self.settings.max_question_chars:,} (ASSISTANT_MAX_QUESTION_CHARS)")
         return question
 
-    def ask(self, question: str, k: int | None = None, query: str | None = None) -> Answer:
-        """Answer ``question``; ``query`` (e.g. the question with conversation context) is what is searched for."""
+    def ask(self, question: str, k: int | None = None, query: str | None = None,
+            exclude: frozenset[str] = frozenset()) -> Answer:
+        """Answer ``question``; ``query`` (e.g. the question with conversation context) is what is searched for.
+
+        ``exclude`` leaves documents out as if they were not indexed (used by benchmarks)."""
         t0 = time.perf_counter()
         question = self.clean_question(question)
         query = self.clean_question(query) if query else question
         serving = self._current()
         vector = self.embedder.embed_queries([query])[0]
-        found = serving.retriever.search(query, k or self.settings.top_k, query_vector=vector)
+        found = serving.retriever.search(query, k or self.settings.top_k, query_vector=vector, exclude=exclude)
         t1 = time.perf_counter()
         reading = self.reader.read(Passages(question, vector, found.hits, found.best_dense, serving.index.lines,
                                             serving.index.pages))

@@ -34,16 +34,28 @@ class HybridRetriever:
         self.dense_weight = dense_weight
         self.lexical_weight = lexical_weight
 
-    def search(self, query: str, k: int = 5, query_vector: np.ndarray | None = None) -> Retrieval:
+    def search(self, query: str, k: int = 5, query_vector: np.ndarray | None = None,
+               exclude: frozenset[str] = frozenset()) -> Retrieval:
+        """Top ``k`` fused hits. ``exclude`` names documents to leave out, as if they were not indexed
+        (benchmarks use it to ask a question without its own context)."""
         n = len(self.index.chunks)
         if n == 0:
             return Retrieval([], 0.0)
         if query_vector is None:
             query_vector = self.embedder.embed_queries([query])[0]
+        chunks = self.index.chunks
         depth = min(self.depth, n)
-        dense_scores, dense_ids = self.index.vectors.search(np.asarray([query_vector], dtype=np.float32), depth)
-        dense = {int(i): (rank, float(s)) for rank, (i, s) in enumerate(zip(dense_ids[0], dense_scores[0])) if i >= 0}
+        dense_scores, dense_ids = self.index.vectors.search(np.asarray([query_vector], dtype=np.float32),
+                                                            min(n, depth + (4 * depth if exclude else 0)))
+        pairs = [(int(i), float(s)) for i, s in zip(dense_ids[0], dense_scores[0])
+                 if i >= 0 and chunks[i].source not in exclude][:depth]
+        if not pairs:
+            return Retrieval([], 0.0)
+        dense = {i: (rank, s) for rank, (i, s) in enumerate(pairs)}
         lexical_scores = self.index.lexical.scores(query)
+        if exclude:
+            lexical_scores = lexical_scores.copy()
+            lexical_scores[[i for i, c in enumerate(chunks) if c.source in exclude]] = 0.0
         lexical: dict[int, int] = {}
         if lexical_scores.any():
             top = np.argpartition(-lexical_scores, depth - 1)[:depth] if depth < n else np.arange(n)
@@ -60,4 +72,4 @@ class HybridRetriever:
             extra = self.index.vectors.reconstruct_batch(np.asarray(missing, dtype=np.int64)) @ query_vector
             dense.update({i: (None, float(s)) for i, s in zip(missing, extra)})
         hits = [Hit(i, self.index.chunks[i], fused[i], dense[i][1], dense[i][0], lexical.get(i)) for i in best]
-        return Retrieval(hits, float(dense_scores[0][0]))
+        return Retrieval(hits, pairs[0][1])
