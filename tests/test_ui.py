@@ -1,0 +1,445 @@
+"""The chat UI: follow-up resolution, rendering, the handlers with the fake embedder, a launched app.
+
+The last test starts ``app.py`` in a subprocess with the real model and asks through gradio_client (e2e).
+"""
+from __future__ import annotations
+
+import html
+import ipaddress
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+from assistant.config import Settings
+from assistant.errors import IngestError
+from assistant.pipeline import Assistant
+from assistant.types import Answer, Citation
+from assistant.ui import (PENDING, ChatHandlers, answer_markdown, build_app, is_follow_up, launch_options,
+                          message_text, render_answer, resolve_query, safe_name, stage_uploads, stream_cuts)
+from conftest import FakeEmbedder
+
+ROOT = Path(__file__).resolve().parent.parent
+OFFSITE = "# 团队团建\n\n我们的年度团建地点定在杭州千岛湖，时间是十月第二周，预算每人两千元。\n"
+
+
+# -- follow-up questions ------------------------------------------------------------------------------
+@pytest.mark.parametrize("question", ["那第二点具体怎么做？", "它的原理是什么？", "这个怎么实现？", "具体怎么做？", "为什么？",
+                                      "tell me more about that", "How does it work?", "why?", "Tell me more.",
+                                      "What about the second point?"])
+def test_follow_ups_are_recognised(question):
+    assert is_follow_up(question)
+
+
+@pytest.mark.parametrize("question", ["初创公司缺少训练数据怎么办？", "注意力机制的原理是什么？", "大模型训练时怎样让数据输入更快？",
+                                      "How can a small startup get enough compute?",
+                                      "What does the GAN example use as its loss?", "什么是GAN？", ""])
+def test_standalone_questions_are_not_follow_ups(question):
+    assert not is_follow_up(question)
+
+
+def test_resolve_query_folds_in_the_previous_question():
+    history = [{"role": "user", "content": "注意力机制的原理是什么？"}, {"role": "assistant", "content": "…[1]"}]
+    assert resolve_query("那第二点具体怎么做？", history) == "注意力机制的原理是什么？ 那第二点具体怎么做？"
+    assert resolve_query("tell me more about that", history) == "注意力机制的原理是什么？ tell me more about that"
+    # a question that stands alone, or the first question, is searched for as it is
+    assert resolve_query("How can a small startup get enough compute?", history) == \
+        "How can a small startup get enough compute?"
+    assert resolve_query("那第二点具体怎么做？", []) == "那第二点具体怎么做？"
+
+
+def test_resolve_query_uses_the_topic_of_a_chain_of_follow_ups():
+    history = [{"role": "user", "content": "注意力机制的原理是什么？"}, {"role": "assistant", "content": "a"},
+               {"role": "user", "content": "那第二点具体怎么做？"}, {"role": "assistant", "content": "b"}]
+    assert resolve_query("为什么？", history) == "注意力机制的原理是什么？ 为什么？"
+
+
+def test_resolve_query_reads_gradio_message_parts_and_respects_the_limit():
+    history = [{"role": "user", "content": [{"type": "text", "text": "GAN 的损失函数是什么"}]}]
+    assert message_text(history[0]["content"]) == "GAN 的损失函数是什么"
+    assert resolve_query("tell me more", history) == "GAN 的损失函数是什么 tell me more"
+    long = [{"role": "user", "content": "注意力" * 500}]
+    folded = resolve_query("为什么？", long, limit=100)
+    assert len(folded) <= 100 and folded.endswith(" 为什么？")
+
+
+# -- rendering ----------------------------------------------------------------------------------------
+def test_answer_markdown_keeps_markers_and_closes_cut_code_blocks():
+    text = "print(x)\n```\n\n**解析：** 上面的代码。 [1]\n\n    a = 1\n    b = 2 [2]"
+    md = answer_markdown(text)
+    assert md.count("```") % 2 == 0, md
+    assert re.findall(r'class="cite">\[(\d)\]', md) == ["1", "2"]
+    assert md.startswith("```\nprint(x)")  # the closing fence of a cut-off block gets its opening fence
+    assert "```\n    a = 1\n    b = 2\n```" in md  # indented code without fences is fenced
+    assert answer_markdown("x = arr[1]\n\ny [2]", {2}).startswith("x = arr[1]\n\ny <span")  # not a marker
+
+
+def test_stream_cuts_grow_and_stay_inside_the_text():
+    text = "第一句。第二句，很长的一句话。\n" * 12
+    cuts = stream_cuts(text)
+    assert 3 <= len(cuts) <= 12
+    assert cuts == sorted(set(cuts)) and all(0 < c < len(text) for c in cuts)
+
+
+def test_abstained_answer_looks_different_and_lists_related_reading():
+    related = (Citation(1, "a.md", 0, 5, "hello", 0.3, line=1), Citation(2, "b.md", 3, 8, "world", 0.2, line=2))
+    abstained = render_answer(Answer("q?", "The documents do not cover this question.", True, (), related))
+    answered = render_answer(Answer("q?", "hello [1]", False, related[:1], ()))
+    assert 'class="not-covered"' in abstained and "Related reading" in abstained
+    assert abstained.count('<details class="source">') == 2 and 'class="cite"' not in abstained
+    assert "Sources" not in abstained
+    assert 'class="not-covered"' not in answered and "Sources" in answered and 'class="cite">[1]' in answered
+
+
+def test_source_shows_the_cited_span_highlighted_in_its_context():
+    document = "# 标题\n\n前文。\n被引用的句子 <b>。\n后文。"
+    start = document.index("被引用")
+    end = start + len("被引用的句子 <b>。")
+    citation = Citation(1, "doc.md", start, end, document[start:end], 0.9, line=4)
+    content = render_answer(Answer("q", f"{citation.quote} [1]", False, (citation,)), lambda source: document)
+    assert "<mark>被引用的句子 &lt;b&gt;。</mark>" in content  # escaped, highlighted
+    assert "前文。" in content and "后文。" in content  # context around the span
+    assert "doc.md" in content and "line 4" in content
+    assert "\n\n" not in content.split('<div class="sources">')[1]  # one HTML block: markdown cannot break it
+
+
+# -- uploads ------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("name", ["../../x.txt", "..", "a/b.md", "..\\..\\x.txt", "/etc/passwd.txt", "x\x00.txt",
+                                  "bad\x1bname.md", ".hidden.md", "", "\u202eevil.txt", "长" * 80 + ".md"])
+def test_unsafe_file_names_are_refused(name):
+    with pytest.raises(IngestError):
+        safe_name(name)
+
+
+@pytest.mark.parametrize("name", ["notes.md", "第三季度 报告 (final).docx", "a..b.txt", "report-2024.pdf"])
+def test_ordinary_file_names_are_kept(name):
+    assert safe_name(name) == name
+
+
+def test_stage_uploads_never_writes_outside_the_staging_folder(tmp_path):
+    upload = tmp_path / "upload.bin"
+    upload.write_text("正文", "utf-8")
+    staging = tmp_path / "a" / "b"
+    staging.mkdir(parents=True)
+    staged, refused = stage_uploads([(upload, "../../x.txt"), (upload, "ok.txt"), (upload, "ok.txt")], staging,
+                                    1 << 20)
+    assert staged == [staging / "ok.txt"]
+    assert [name for name, _ in refused] == ["../../x.txt", "ok.txt"]
+    assert "path" in refused[0][1] and "same name" in refused[1][1]
+    assert not (tmp_path / "x.txt").exists() and not (tmp_path / "a" / "x.txt").exists()
+
+
+# -- the handlers with the fake embedder --------------------------------------------------------------
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    """The default corpus indexed once with the fake embedder; each test works on its own copy."""
+    folder = tmp_path_factory.mktemp("ui-built")
+    shutil.copytree(ROOT / "corpus", folder / "corpus")
+    Assistant(Settings(corpus=folder / "corpus", index=folder / "index"), embedder=FakeEmbedder()).build()
+    return folder
+
+
+def _assistant(built: Path, tmp_path: Path, embedder=None, **settings) -> Assistant:
+    shutil.copytree(built / "corpus", tmp_path / "corpus")
+    shutil.copytree(built / "index", tmp_path / "index")
+    values = {"min_evidence": 0.01, **settings}
+    return Assistant(Settings(corpus=tmp_path / "corpus", index=tmp_path / "index", **values),
+                     embedder=embedder or FakeEmbedder())
+
+
+def _final(handlers: ChatHandlers, question: str, history=None) -> tuple[list, str]:
+    *_, (messages, box) = handlers.respond(question, history or [])
+    assert box == ""
+    return messages, messages[-1]["content"]
+
+
+def _numbers(content: str) -> tuple[list[str], list[str]]:
+    """The [n] markers in the answer, and the numbers of the sources listed under it."""
+    return re.findall(r'class="cite">\[(\d+)\]', content), re.findall(r'<span class="num">(\d+)</span>', content)
+
+
+def test_chat_handler_streams_a_cited_answer(built, tmp_path):
+    assistant = _assistant(built, tmp_path)
+    handlers = ChatHandlers(assistant, stream_delay=0)
+    outputs = list(handlers.respond("初创公司缺少训练数据怎么办？", []))
+    first, *streamed, final = [messages for messages, _ in outputs]
+    assert first == [{"role": "user", "content": "初创公司缺少训练数据怎么办？"}, {"role": "assistant", "content": PENDING}]
+    assert streamed, "the answer is streamed before the sources are added"
+    lengths = [len(messages[-1]["content"]) for messages in streamed]
+    assert lengths == sorted(lengths)
+    content = final[-1]["content"]
+    markers, sources = _numbers(content)
+    answer = assistant.ask("初创公司缺少训练数据怎么办？")
+    assert not answer.abstained and markers and sorted(set(markers)) == sources
+    assert sources == [str(c.n) for c in answer.citations]
+    for c in answer.citations:  # document name, location, and the exact quote, highlighted
+        assert f'<span class="doc">{c.source}</span>' in content and f"line {c.line}" in content
+        assert f"<mark>{html.escape(c.quote).replace(chr(10), '&#10;')}</mark>" in content
+    assert "Searched for" not in content
+
+
+def test_follow_up_is_searched_with_the_previous_question(built, tmp_path, monkeypatch):
+    assistant = _assistant(built, tmp_path)
+    asked = []
+    ask = assistant.ask
+    monkeypatch.setattr(assistant, "ask", lambda q, k=None, query=None: asked.append((q, query)) or ask(q, k, query))
+    handlers = ChatHandlers(assistant, stream_delay=0)
+    history, _ = _final(handlers, "注意力机制的原理是什么？")
+    history, content = _final(handlers, "那第二点具体怎么做？", history)
+    assert asked == [("注意力机制的原理是什么？", None), ("那第二点具体怎么做？", "注意力机制的原理是什么？ 那第二点具体怎么做？")]
+    assert "Searched for: 注意力机制的原理是什么？ 那第二点具体怎么做？" in content
+    assert [m["role"] for m in history] == ["user", "assistant"] * 2
+
+
+def test_abstained_answer_is_rendered_as_not_covered(built, tmp_path):
+    handlers = ChatHandlers(_assistant(built, tmp_path, min_evidence=0.99), stream_delay=0)
+    _, content = _final(handlers, "How do I bake sourdough bread?")
+    assert 'class="not-covered"' in content and "do not cover" in content and "Related reading" in content
+    assert '<details class="source">' in content and 'class="cite"' not in content
+
+
+def test_bad_questions_and_a_missing_index_become_messages(tmp_path, built):
+    handlers = ChatHandlers(_assistant(built, tmp_path, max_question_chars=50), stream_delay=0)
+    assert list(handlers.respond("   ", [])) == [([], "")]
+    _, content = _final(handlers, "长" * 60)
+    assert 'class="error-note"' in content and "limit" in content
+    empty = ChatHandlers(Assistant(Settings(corpus=tmp_path / "none", index=tmp_path / "no-index"),
+                                   embedder=FakeEmbedder()), stream_delay=0)
+    _, content = _final(empty, "初创公司缺少训练数据怎么办？")
+    assert 'class="error-note"' in content and "index" in content
+    assert "No index yet" in empty.status_markdown()
+
+
+def test_uploaded_document_becomes_answerable(built, tmp_path):
+    assistant = _assistant(built, tmp_path)
+    handlers = ChatHandlers(assistant, stream_delay=0)
+    upload = tmp_path / "uploads" / "offsite.md"
+    upload.parent.mkdir()
+    upload.write_text(OFFSITE, "utf-8")
+    steps = []
+    report, status = handlers.add_files([str(upload)], progress=lambda step, **kw: steps.append(step))
+    assert "Added 1 document" in report and "offsite.md" in report
+    assert "6 documents" in status and "offsite.md" in status
+    assert steps and steps[-1][0] == steps[-1][1]  # the progress bar reached the end
+    assert (tmp_path / "corpus" / "offsite.md").read_text("utf-8") == OFFSITE
+    _, content = _final(handlers, "年度团建地点定在哪里？")
+    assert '<span class="doc">offsite.md</span>' in content and "千岛湖" in content
+
+
+def test_bad_uploads_are_refused_per_file_and_nothing_is_written_elsewhere(built, tmp_path, monkeypatch):
+    assistant = _assistant(built, tmp_path, max_file_mb=1)
+    handlers = ChatHandlers(assistant, stream_delay=0)
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    up = tmp_path / "uploads"
+    up.mkdir()
+    (up / "binary.txt").write_bytes(bytes(range(256)) * 64)
+    (up / "tool.exe").write_bytes(b"MZ\x90\x00" * 100)
+    (up / "huge.md").write_text("大" * (1 << 20), "utf-8")  # 3 MB, the limit is 1 MB
+    (up / "good.md").write_text(OFFSITE, "utf-8")
+    files = [str(up / "binary.txt"), str(up / "tool.exe"), str(up / "huge.md"), str(up / ".."), str(up / "good.md")]
+    corpus_before = sorted(p.name for p in (tmp_path / "corpus").iterdir())
+    outside_before = _tree(tmp_path, skip=("corpus", "index"))
+    report, status = handlers.add_files(files)
+    assert "Added 1 document" in report and "✓ good.md" in report
+    refused = dict(re.findall(r"✗ \*\*(.+?)\*\*: (.+)", report))
+    assert set(refused) == {"binary.txt", "tool.exe", "huge.md", ".."}
+    assert "unsupported type .exe" in refused["tool.exe"] and "limit is 1 MB" in refused["huge.md"]
+    assert "path" in refused[".."] and refused["binary.txt"]
+    assert sorted(p.name for p in (tmp_path / "corpus").iterdir()) == sorted([*corpus_before, "good.md"])
+    assert _tree(tmp_path, skip=("corpus", "index")) == outside_before  # the staging folder is gone too
+    assert "6 documents" in status
+    # an upload that is all bad changes nothing, and what was indexed still answers
+    report, status = handlers.add_files([str(up / "tool.exe")])
+    assert "Nothing added" in report and "6 documents" in status
+    assert not assistant.ask("初创公司缺少训练数据怎么办？").abstained
+
+
+def _tree(root: Path, skip: tuple[str, ...]) -> list[str]:
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.relative_to(root).parts[0] not in skip)
+
+
+class GatedEmbedder(FakeEmbedder):
+    """Embeds normally, except in the thread named "rebuild", which waits until the test lets it go on."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.entered = threading.Event()
+        self.release = threading.Event()
+
+    def embed_documents(self, texts, titles=None):
+        if threading.current_thread().name == "rebuild":
+            self.entered.set()
+            assert self.release.wait(60), "the test never released the rebuild"
+        return super().embed_documents(texts, titles)
+
+
+def test_questions_are_answered_from_the_previous_index_while_rebuilding(built, tmp_path):
+    embedder = GatedEmbedder()
+    assistant = _assistant(built, tmp_path, embedder=embedder)
+    handlers = ChatHandlers(assistant, stream_delay=0)
+    assert "5 documents" in handlers.status_markdown()
+    (tmp_path / "corpus" / "offsite.md").write_text(OFFSITE, "utf-8")
+    results = []
+    rebuild = threading.Thread(target=lambda: results.append(handlers.rebuild()), name="rebuild")
+    rebuild.start()
+    try:
+        assert embedder.entered.wait(60), "the rebuild never started embedding"
+        _, content = _final(handlers, "初创公司缺少训练数据怎么办？")  # served by the old index meanwhile
+        assert _numbers(content)[1] and "offsite.md" not in content
+        assert "5 documents" in handlers.status_markdown()
+    finally:
+        embedder.release.set()
+        rebuild.join(60)
+    assert not rebuild.is_alive()
+    report, status = results[0]
+    assert "Index rebuilt" in report and "6 documents" in status
+    _, content = _final(handlers, "年度团建地点定在哪里？")
+    assert '<span class="doc">offsite.md</span>' in content
+
+
+# -- the app, launched in this process (fake embedder) -------------------------------------------------
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def outbound(monkeypatch):
+    """Records (and refuses) every connection to a non-loopback address."""
+    attempts: list = []
+    real_connect = socket.socket.connect
+
+    def connect(sock, address):
+        if sock.family in (socket.AF_INET, socket.AF_INET6) and address[0] != "localhost" \
+                and not ipaddress.ip_address(address[0]).is_loopback:
+            attempts.append(address)
+            raise OSError(f"network access blocked in tests: {address}")
+        return real_connect(sock, address)
+
+    monkeypatch.setattr(socket.socket, "connect", connect)
+    return attempts
+
+
+def test_build_app_wires_the_chat_and_the_documents_panel(built, tmp_path):
+    import gradio as gr
+
+    app = build_app(_assistant(built, tmp_path))
+    assert isinstance(app, gr.Blocks) and not app.analytics_enabled
+    assert os.environ["GRADIO_ANALYTICS_ENABLED"] == "False"
+    names = {fn.api_name for fn in app.fns.values()}
+    assert {"ask", "add_documents", "rebuild"} <= names
+    options = launch_options(Settings())
+    assert (options["server_name"], options["server_port"], options["share"]) == ("127.0.0.1", 7860, False)
+    assert "googleapis" not in str(options["theme"]._stylesheets)
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning:gradio.queueing")  # gradio's own use of pandas
+def test_launched_app_answers_and_adds_documents_over_http(built, tmp_path, outbound):
+    from gradio_client import Client, handle_file
+
+    assistant = _assistant(built, tmp_path)
+    settings = assistant.settings.with_(port=_free_port())
+    app = build_app(assistant, settings, stream_delay=0)
+    app.launch(prevent_thread_lock=True, quiet=True, **launch_options(settings))
+    try:
+        client = Client(f"http://127.0.0.1:{settings.port}/", verbose=False)
+        history, box = client.predict("初创公司缺少训练数据怎么办？", [], api_name="/ask")
+        content = message_text(history[-1]["content"])
+        markers, sources = _numbers(content)
+        assert box == "" and markers and sorted(set(markers)) == sources
+        upload = tmp_path / "offsite.md"
+        upload.write_text(OFFSITE, "utf-8")
+        report, status, _ = client.predict([handle_file(str(upload))], api_name="/add_documents")
+        assert "Added 1 document" in report and "6 documents" in status
+        history, _ = client.predict("年度团建地点定在哪里？", history, api_name="/ask")
+        assert '<span class="doc">offsite.md</span>' in message_text(history[-1]["content"])
+    finally:
+        app.close()
+    assert outbound == [], "the app or its client tried to reach the internet"
+
+
+# -- a real server: app.py in a subprocess with the real model ---------------------------------------
+@contextmanager
+def running_app(folder: Path, index: Path, timeout: float = 300):
+    """Start ``python app.py`` on a free port over copies of the corpus and ``index``; yield its URL."""
+    shutil.copytree(ROOT / "corpus", folder / "corpus")
+    shutil.copytree(index, folder / "index", ignore=shutil.ignore_patterns(".lock"))
+    port = _free_port()
+    env = {**os.environ, "ASSISTANT_HOST": "127.0.0.1", "ASSISTANT_PORT": str(port), "HF_HUB_OFFLINE": "1",
+           "ASSISTANT_CORPUS": str(folder / "corpus"), "ASSISTANT_INDEX": str(folder / "index"),
+           "GRADIO_ANALYTICS_ENABLED": "False", "PYTHONUNBUFFERED": "1"}
+    log = open(folder / "server.log", "w")
+    process = subprocess.Popen([sys.executable, str(ROOT / "app.py")], cwd=ROOT, env=env, stdout=log,
+                               stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + timeout
+        while True:  # poll the port, bounded: the app is ready when it accepts connections
+            if process.poll() is not None:
+                pytest.fail(f"app.py exited with {process.returncode}:\n{_tail(folder / 'server.log')}")
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    pytest.fail(f"app.py did not listen on port {port} in {timeout:.0f}s:\n"
+                                f"{_tail(folder / 'server.log')}")
+                time.sleep(0.25)
+        yield f"http://127.0.0.1:{port}/"
+    finally:
+        process.terminate()
+        try:
+            process.wait(20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(10)
+        log.close()
+
+
+def _tail(path: Path, lines: int = 30) -> str:
+    return "\n".join(path.read_text("utf-8", errors="replace").splitlines()[-lines:])
+
+
+@pytest.mark.e2e
+def test_served_app_answers_a_corpus_question_with_citations(real_index, tmp_path):
+    from gradio_client import Client
+
+    with running_app(tmp_path, real_index) as url:
+        client = Client(url, verbose=False)
+        t0 = time.monotonic()
+        history, _ = client.predict("初创公司缺少训练数据怎么办？", [], api_name="/ask")
+        first = time.monotonic() - t0
+        content = message_text(history[-1]["content"])
+        markers, sources = _numbers(content)
+        assert markers and sorted(set(markers)) == sources, content
+        assert '<span class="doc">000_6d8c0b3cedab2c30.txt</span>' in content and "数据增强" in content
+        t0 = time.monotonic()
+        history, _ = client.predict("How can a small startup get enough compute?", history, api_name="/ask")
+        warm = time.monotonic() - t0
+        assert "云计算" in message_text(history[-1]["content"])
+    print(f"\nUI over HTTP, real model: first answer {first:.1f}s after the port opened, warm answer {warm:.1f}s")
+
+
+def test_serve_command_starts_the_ui_with_host_and_port(monkeypatch, tmp_path):
+    import assistant.cli as cli
+    import assistant.ui as ui
+
+    started = []
+    monkeypatch.setattr(cli, "_assistant", lambda settings: "the assistant")
+    monkeypatch.setattr(ui, "serve", lambda assistant, settings: started.append((assistant, settings)))
+    assert cli.main(["serve", "--host", "127.0.0.2", "--port", "8123", "--index", str(tmp_path / "i"),
+                     "--corpus", str(tmp_path / "c")]) == 0
+    (assistant, settings), = started
+    assert assistant == "the assistant" and (settings.host, settings.port) == ("127.0.0.2", 8123)
+    assert (settings.index, settings.corpus) == (tmp_path / "i", tmp_path / "c")
+    assert cli.main(["serve", "--port", "-1"]) == 2  # a bad port is one clear error line
