@@ -47,11 +47,27 @@ def test_query_with_words_of_a_document_ranks_it_first(index, fake_embedder, que
 
 
 def test_fused_score_is_the_sum_of_reciprocal_ranks(index, fake_embedder):
-    found = HybridRetriever(index, fake_embedder, dense_weight=1.0, lexical_weight=2.0).search("番茄 浇水", k=5)
+    found = HybridRetriever(index, fake_embedder, fusion="rrf", dense_weight=1.0, lexical_weight=2.0).search(
+        "番茄 浇水", k=5)
     for hit in found.hits:
         expected = (1.0 / (RRF_K + hit.dense_rank + 1) if hit.dense_rank is not None else 0.0) + (
             2.0 / (RRF_K + hit.lexical_rank + 1) if hit.lexical_rank is not None else 0.0)
         assert hit.score == pytest.approx(expected)
+
+
+def test_score_fusion_adds_scaled_bm25_to_the_cosine(index, fake_embedder):
+    query = "番茄 浇水"
+    bm25 = index.lexical.scores(query)
+    found = HybridRetriever(index, fake_embedder, lexical_weight=0.5).search(query, k=5)
+    assert found.hits
+    for hit in found.hits:
+        assert hit.score == pytest.approx(hit.dense_score + 0.5 * float(bm25[hit.chunk_id]) / float(bm25.max()), abs=1e-5)
+    assert [h.score for h in found.hits] == sorted((h.score for h in found.hits), reverse=True)
+
+
+def test_unknown_fusion_is_refused(index, fake_embedder):
+    with pytest.raises(ValueError, match="fusion"):
+        HybridRetriever(index, fake_embedder, fusion="max")
 
 
 def test_best_dense_is_the_highest_cosine(index, fake_embedder):
