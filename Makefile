@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed-stamp
 export HF_HUB_OFFLINE ?= 1
 export GRADIO_ANALYTICS_ENABLED := False
 
-.PHONY: install models index run browser test test-fast bench bench-quality clean
+.PHONY: install models index run browser test test-fast bench-quality clean
 
 install: $(STAMP)
 
