@@ -3,11 +3,12 @@ from __future__ import annotations
 
 import logging
 
-from assistant.config import Settings
+from assistant.config import Settings, quiet_openmp
 from assistant.pipeline import Assistant
 from assistant.ui import serve
 
 if __name__ == "__main__":
+    quiet_openmp()  # before torch / faiss load (both are imported lazily): see assistant/config.py
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("assistant").setLevel(logging.INFO)
     settings = Settings.from_env()

@@ -10,7 +10,7 @@ import logging
 import sys
 from pathlib import Path
 
-from .config import Settings
+from .config import Settings, quiet_openmp
 from .errors import AssistantError
 
 log = logging.getLogger("assistant")
@@ -75,6 +75,7 @@ def _folders(p: argparse.ArgumentParser, corpus: bool = True) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    quiet_openmp()
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
     try:

@@ -8,6 +8,16 @@ from pathlib import Path
 from .errors import ConfigError
 
 
+def quiet_openmp() -> None:
+    """Let idle OpenMP threads sleep instead of spinning (unless the user chose otherwise).
+
+    On a shared 2-core machine spinning threads of torch and faiss starve each other and any other
+    process: measured, 9 sentences took 23 s to embed with the default policy and 0.8 s with
+    ``OMP_WAIT_POLICY=PASSIVE``. Must run before torch or faiss is imported to take effect.
+    """
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+
 def _default_home() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "assistant"
 

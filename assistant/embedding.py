@@ -8,6 +8,7 @@ from typing import Protocol
 
 import numpy as np
 
+from .config import quiet_openmp
 from .errors import ModelError
 from .models import ResolvedModel
 
@@ -62,6 +63,7 @@ class SentenceTransformerEmbedder:
             if self._model is not None:
                 return self._model
             os.environ.setdefault("HF_HUB_OFFLINE", "1") if os.path.isdir(self.location) else None
+            quiet_openmp()
             try:
                 import torch
                 from sentence_transformers import SentenceTransformer

@@ -2,7 +2,10 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import re
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch / faiss load (see assistant/config.py)
 
 import numpy as np
 import pytest
