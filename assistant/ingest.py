@@ -5,7 +5,6 @@ character offsets into it, and a citation must equal ``text[start:end]``.
 """
 from __future__ import annotations
 
-import bisect
 import hashlib
 import io
 import logging
@@ -22,6 +21,7 @@ from lxml.etree import XMLSyntaxError
 from pypdf import PdfReader
 from pypdf.errors import DependencyError, PyPdfError
 
+from . import citations
 from .errors import IngestError
 from .types import Document
 
@@ -129,10 +129,7 @@ def line_of(text: str, offset: int) -> int:
 
 def page_of(document: Document, offset: int) -> int | None:
     """1-based page number of a character offset, or None for documents without pages."""
-    if not document.pages:
-        return None
-    i = bisect.bisect_right([start for start, _ in document.pages], offset) - 1
-    return document.pages[max(i, 0)][1]
+    return citations.page_of(list(document.pages), offset)
 
 
 def _read(path: Path, source: str, max_bytes: int) -> Document:
