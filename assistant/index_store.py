@@ -285,8 +285,17 @@ def _embed(embedder: Embedder, chunks: list[Chunk], vectors: list, to_embed: lis
 
 
 def _chunk_lines(documents: list[Document], chunks: list[Chunk]) -> list[int]:
+    """1-based line of each chunk's start, counting newlines only since the previous chunk of the
+    same document (a document's chunks are in order), so a long document is scanned once."""
     texts = {d.source: d.text for d in documents}
-    return [texts[c.source].count("\n", 0, c.start) + 1 for c in chunks]
+    lines, source, pos, line = [], None, 0, 1
+    for c in chunks:
+        if c.source != source or c.start < pos:
+            source, pos, line = c.source, 0, 1
+        line += texts[source].count("\n", pos, c.start)
+        pos = c.start
+        lines.append(line)
+    return lines
 
 
 def _write_generation(folder: Path, manifest: dict, chunks: list[Chunk], lines: list[int], matrix: np.ndarray,
