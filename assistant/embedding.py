@@ -29,6 +29,13 @@ class Embedder(Protocol):
     def embed_queries(self, texts: list[str]) -> np.ndarray: ...
 
 
+class PassageEmbedder(Embedder, Protocol):
+    """An embedder that also returns a vector for each given span of each text, from the same pass."""
+
+    def embed_passages(self, texts: list[str], titles: list[str], units: list[list[tuple[int, int]]]
+                       ) -> tuple[np.ndarray, list[np.ndarray]]: ...
+
+
 def normalize(vectors: np.ndarray) -> np.ndarray:
     vectors = np.asarray(vectors, dtype=np.float32)
     norms = np.linalg.norm(vectors, axis=1, keepdims=True)
@@ -103,6 +110,87 @@ class SentenceTransformerEmbedder:
     def embed_queries(self, texts: list[str]) -> np.ndarray:
         prompt = self._prompts().get("query", "")
         return self._encode([prompt + x for x in texts])
+
+    def embed_passages(self, texts: list[str], titles: list[str], units: list[list[tuple[int, int]]]
+                       ) -> tuple[np.ndarray, list[np.ndarray]]:
+        """Chunk vectors, plus a vector for each unit span (sentence, list item) of each chunk.
+
+        "Late chunking": the chunk goes through the transformer once; a unit's vector is the mean of
+        the chunk's token vectors that fall in the unit's span, passed through the model's layers
+        after pooling (EmbeddingGemma: two dense layers, then normalisation). The unit vector thus
+        also sees its context, and costs nothing extra at question time. Models without plain mean
+        pooling get standalone unit embeddings instead.
+        """
+        model = self._load()
+        if not texts:
+            return np.zeros((0, self.dimension), dtype=np.float32), []
+        modules = list(model)
+        pooling = modules[1] if len(modules) > 1 else None
+        if getattr(pooling, "pooling_mode", None) != "mean" or not getattr(model.tokenizer, "is_fast", False):
+            return self._standalone_units(texts, titles, units)
+        prompt = self._prompts().get("document", "")
+        if prompt.startswith("title: none | text: "):
+            prefixes = [f"title: {t or 'none'} | text: " for t in titles]
+        else:
+            prefixes = [prompt] * len(texts)
+        order = sorted(range(len(texts)), key=lambda i: len(prefixes[i]) + len(texts[i]), reverse=True)
+        chunk_vectors = np.empty((len(texts), self.dimension), dtype=np.float32)
+        unit_vectors: list[np.ndarray | None] = [None] * len(texts)
+        for k in range(0, len(order), self.batch_size):
+            ids = order[k:k + self.batch_size]
+            vectors, per_chunk = self._late_batch(model, modules[2:], [prefixes[i] + texts[i] for i in ids],
+                                                  [len(prefixes[i]) for i in ids], [units[i] for i in ids])
+            chunk_vectors[ids] = vectors
+            for i, v in zip(ids, per_chunk, strict=True):
+                unit_vectors[i] = v
+        missing = [(i, j) for i, v in enumerate(unit_vectors) for j in range(len(units[i])) if not np.isfinite(v[j]).all()]
+        if missing:  # spans cut off by the model's length limit: embed them on their own
+            extra = self.embed_documents([texts[i][slice(*units[i][j])] for i, j in missing],
+                                         [titles[i] for i, _ in missing])
+            for (i, j), v in zip(missing, extra, strict=True):
+                unit_vectors[i][j] = v
+        return normalize(chunk_vectors), unit_vectors
+
+    def _late_batch(self, model, after_pooling, inputs: list[str], offsets: list[int],
+                    units: list[list[tuple[int, int]]]) -> tuple[np.ndarray, list[np.ndarray]]:
+        import torch
+
+        tok = model.tokenizer(inputs, padding=True, truncation=True, max_length=model.max_seq_length,
+                              return_offsets_mapping=True, return_tensors="pt")
+        spans = tok.pop("offset_mapping")
+        features = dict(tok)
+        with torch.inference_mode():
+            out = model.forward(features)
+            tokens = out["token_embeddings"]
+            pooled, owners = [], []
+            for b, (shift, chunk_units) in enumerate(zip(offsets, units, strict=True)):
+                starts, ends = spans[b, :, 0], spans[b, :, 1]
+                real = (ends > starts) & (tok["attention_mask"][b] > 0)
+                for j, (s, e) in enumerate(chunk_units):
+                    mask = real & (starts < shift + e) & (ends > shift + s)
+                    if mask.any():
+                        pooled.append(tokens[b][mask].float().mean(0))
+                        owners.append((b, j))
+            per_chunk = [np.full((len(u), self.dimension), np.nan, dtype=np.float32) for u in units]
+            if pooled:
+                feats = {"sentence_embedding": torch.stack(pooled).to(tokens.dtype)}
+                for module in after_pooling:
+                    feats = module(feats)
+                unit_out = feats["sentence_embedding"].float().numpy()
+                for (b, j), v in zip(owners, unit_out, strict=True):
+                    per_chunk[b][j] = v
+            vectors = out["sentence_embedding"].float().numpy()
+        return vectors, [normalize(v) if len(v) else v for v in per_chunk]
+
+    def _standalone_units(self, texts, titles, units) -> tuple[np.ndarray, list[np.ndarray]]:
+        flat = [(i, s, e) for i, u in enumerate(units) for s, e in u]
+        vectors = self.embed_documents(texts, titles)
+        unit_flat = self.embed_documents([texts[i][s:e] for i, s, e in flat], [titles[i] for i, _, _ in flat])
+        out, k = [], 0
+        for u in units:
+            out.append(unit_flat[k:k + len(u)])
+            k += len(u)
+        return vectors, out
 
     def _encode(self, inputs: list[str]) -> np.ndarray:
         model = self._load()

@@ -6,6 +6,7 @@ Layout of ``index/``::
     vectors-<generation>.faiss    FAISS inner-product index over unit vectors (faiss.write_index)
     chunks-<generation>.jsonl     one chunk per line: source, start, end, line, heading, text
     lexical-<generation>/         BM25 matrices (.npy, loaded with allow_pickle=False) + vocab json
+    units-<generation>/           a vector per sentence / list item of each chunk (float16 .npy), for the reader
 
 A build writes a new generation beside the old one, then replaces ``manifest.json`` in one
 ``os.replace``: a reader sees the old index or the new one, never a mix, and a build that fails or
@@ -30,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .chunking import chunk_document
+from .chunking import chunk_document, spans
 from .embedding import Embedder
 from .errors import IndexStoreError
 from .lexical import TOKENIZER, LexicalIndex
@@ -53,6 +54,40 @@ _REBUILD = "rebuild it with `assistant index build --rebuild`"
 Progress = Callable[[int, int], None]
 
 
+class UnitVectors:
+    """Per-chunk unit (sentence, list item, code block) vectors, computed with the chunk at build time.
+
+    ``get(chunk_id)`` maps each unit's ``(start, end)`` in the chunk text to its unit vector.
+    """
+
+    def __init__(self, vectors: np.ndarray, offsets: np.ndarray, spans: np.ndarray) -> None:
+        if offsets.ndim != 1 or spans.ndim != 2 or spans.shape[1] != 2 or len(spans) != len(vectors) \
+                or len(offsets) == 0 or offsets[0] != 0 or offsets[-1] != len(vectors) or np.any(np.diff(offsets) < 0):
+            raise ValueError("unit vector tables are out of step")
+        self.vectors, self.offsets, self.spans = vectors, offsets, spans
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+    def get(self, chunk_id: int) -> dict[tuple[int, int], np.ndarray]:
+        a, b = int(self.offsets[chunk_id]), int(self.offsets[chunk_id + 1])
+        rows = self.vectors[a:b].astype(np.float32)
+        return {(int(s), int(e)): v for (s, e), v in zip(self.spans[a:b], rows)}
+
+    def rows(self, chunk_id: int) -> tuple[np.ndarray, np.ndarray]:
+        a, b = int(self.offsets[chunk_id]), int(self.offsets[chunk_id + 1])
+        return self.spans[a:b], self.vectors[a:b]
+
+    @classmethod
+    def load(cls, folder: Path) -> UnitVectors:
+        return cls(*(np.load(folder / f"{name}.npy", allow_pickle=False) for name in ("vectors", "offsets", "spans")))
+
+    def save(self, folder: Path) -> None:
+        folder.mkdir()
+        for name in ("vectors", "offsets", "spans"):
+            np.save(folder / f"{name}.npy", getattr(self, name), allow_pickle=False)
+
+
 @dataclass
 class LoadedIndex:
     folder: Path
@@ -62,6 +97,7 @@ class LoadedIndex:
     vectors: object  # faiss.Index
     lexical: LexicalIndex
     pages: dict[str, list[tuple[int, int]]] = field(default_factory=dict)
+    units: UnitVectors | None = None  # absent in indexes built by embedders without embed_passages
 
     @property
     def model_id(self) -> str:
@@ -134,7 +170,17 @@ def load_index(folder: Path) -> LoadedIndex:
         raise IndexStoreError(f"{folder} is inconsistent ({len(chunks)} chunks, {vectors.ntotal} vectors, manifest "
                               f"says {n}): {_REBUILD}")
     pages = {d["source"]: [tuple(p) for p in d.get("pages", [])] for d in manifest["documents"] if d.get("pages")}
-    return LoadedIndex(folder, manifest, chunks, lines, vectors, lexical, pages)
+    units = None
+    if "units" in files:
+        try:
+            units = UnitVectors.load(_member(folder, files, "units"))
+        except (OSError, ValueError) as exc:
+            reason = str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__
+            raise IndexStoreError(f"the sentence vectors of {folder} are damaged ({reason}): {_REBUILD}") from exc
+        if len(units) != n or units.vectors.shape[1] != dim:
+            raise IndexStoreError(f"{folder} is inconsistent (sentence vectors for {len(units)} chunks, manifest "
+                                  f"says {n}): {_REBUILD}")
+    return LoadedIndex(folder, manifest, chunks, lines, vectors, lexical, pages, units)
 
 
 def _member(folder: Path, files: dict, key: str) -> Path:
@@ -198,6 +244,7 @@ def build_index(folder: Path, documents: list[Document], embedder: Embedder, *, 
         old = {d["source"]: d for d in previous.manifest["documents"]} if previous else {}
         chunks: list[Chunk] = []
         vectors: list[np.ndarray | None] = []
+        units: list[tuple[np.ndarray, np.ndarray] | None] = []  # per chunk: (spans, vectors)
         to_embed: list[int] = []
         records = []
         reused = 0
@@ -207,22 +254,25 @@ def build_index(folder: Path, documents: list[Document], embedder: Embedder, *, 
                 first, count = prior["first_chunk"], prior["chunks"]
                 doc_chunks = previous.chunks[first:first + count]
                 doc_vectors = [previous.vectors.reconstruct(i) for i in range(first, first + count)]
+                doc_units = [previous.units.rows(i) if previous.units else None for i in range(first, first + count)]
                 reused += 1
             else:
                 doc_chunks = chunk_document(document, chunk_size, chunk_overlap)
                 doc_vectors = [None] * len(doc_chunks)
+                doc_units = [None] * len(doc_chunks)
                 to_embed.extend(range(len(chunks), len(chunks) + len(doc_chunks)))
             records.append({"source": document.source, "sha256": document.sha256, "chars": len(document.text),
                             "encoding": document.encoding, "first_chunk": len(chunks), "chunks": len(doc_chunks),
                             "pages": [list(p) for p in document.pages]})
             chunks.extend(doc_chunks)
             vectors.extend(doc_vectors)
+            units.extend(doc_units)
         if not chunks:
             raise _nothing_to_index(skipped)
         removed = len(set(old) - {d.source for d in documents})
         if previous and not to_embed and not removed and len(documents) == len(old):
             return BuildReport(len(documents), len(chunks), 0, reused, 0, tuple(skipped), time.monotonic() - t0, True)
-        _embed(embedder, chunks, vectors, to_embed, progress, embed_batch)
+        _embed(embedder, chunks, vectors, units, to_embed, progress, embed_batch)
         lines = _chunk_lines(documents, chunks)
         manifest = {
             "format": FORMAT, "format_version": FORMAT_VERSION,
@@ -237,7 +287,8 @@ def build_index(folder: Path, documents: list[Document], embedder: Embedder, *, 
         }
         matrix = np.vstack(vectors).astype(np.float32) if chunks else np.zeros((0, manifest["embedding"]["dimension"]),
                                                                                np.float32)
-        _write_generation(folder, manifest, chunks, lines, matrix, t0)
+        table = _unit_table(units, manifest["embedding"]["dimension"])
+        _write_generation(folder, manifest, chunks, lines, matrix, table, t0)
         return BuildReport(len(documents), len(chunks), len(to_embed), reused, removed, tuple(skipped),
                            time.monotonic() - t0)
 
@@ -266,22 +317,46 @@ def _reusable(folder: Path, embedder: Embedder, size: int, overlap: int) -> Load
     if chunking != {"chunker": chunker_id(), "size": size, "overlap": overlap}:
         log.info("chunking changed (%s); re-embedding every document", chunking)
         return None
+    if previous.units is None and hasattr(embedder, "embed_passages"):
+        log.info("the index has no sentence vectors (built by an older version); re-embedding every document")
+        return None
     return previous
 
 
-def _embed(embedder: Embedder, chunks: list[Chunk], vectors: list, to_embed: list[int], progress: Progress | None,
-           batch: int) -> None:
+def _embed(embedder: Embedder, chunks: list[Chunk], vectors: list, units: list, to_embed: list[int],
+           progress: Progress | None, batch: int) -> None:
+    """Fill ``vectors`` (and ``units``, when the embedder can give unit vectors) for the chunks ``to_embed``."""
     # Longest first, so batches pad little; the embedder sorts within a call, we sort across calls.
     order = sorted(to_embed, key=lambda i: len(chunks[i].text), reverse=True)
+    late = getattr(embedder, "embed_passages", None)
     done = 0
     for k in range(0, len(order), batch):
         ids = order[k:k + batch]
-        out = embedder.embed_documents([chunks[i].text for i in ids], [chunks[i].heading for i in ids])
+        texts, titles = [chunks[i].text for i in ids], [chunks[i].heading for i in ids]
+        if late is not None:
+            spans_ = [[(s.start, s.end) for s in spans(t)] for t in texts]
+            out, unit_out = late(texts, titles, spans_)
+            for i, sp, uv in zip(ids, spans_, unit_out, strict=True):
+                units[i] = (np.asarray(sp, dtype=np.int32).reshape(-1, 2), uv)
+        else:
+            out = embedder.embed_documents(texts, titles)
         for i, v in zip(ids, out, strict=True):
             vectors[i] = v
         done += len(ids)
         if progress:
             progress(done, len(order))
+
+
+def _unit_table(units: list, dimension: int) -> UnitVectors | None:
+    """One table of all chunks' unit vectors, or None unless every chunk has them."""
+    if not units or any(u is None for u in units):
+        return None
+    counts = [len(sp) for sp, _ in units]
+    offsets = np.zeros(len(units) + 1, dtype=np.int64)
+    np.cumsum(counts, out=offsets[1:])
+    spans_ = np.concatenate([sp for sp, _ in units]).astype(np.int32).reshape(-1, 2)
+    vectors = np.concatenate([v for _, v in units]).astype(np.float16).reshape(-1, dimension)
+    return UnitVectors(vectors, offsets, spans_)
 
 
 def _chunk_lines(documents: list[Document], chunks: list[Chunk]) -> list[int]:
@@ -299,7 +374,7 @@ def _chunk_lines(documents: list[Document], chunks: list[Chunk]) -> list[int]:
 
 
 def _write_generation(folder: Path, manifest: dict, chunks: list[Chunk], lines: list[int], matrix: np.ndarray,
-                      t0: float) -> None:
+                      units: UnitVectors | None, t0: float) -> None:
     import faiss
 
     generation = time.strftime("%Y%m%dT%H%M%S", time.gmtime()) + "-" + uuid.uuid4().hex[:8]
@@ -317,6 +392,9 @@ def _write_generation(folder: Path, manifest: dict, chunks: list[Chunk], lines: 
                 f.write(json.dumps({"source": c.source, "start": c.start, "end": c.end, "line": line,
                                     "heading": c.heading, "text": c.text}, ensure_ascii=False) + "\n")
         LexicalIndex.build([c.text for c in chunks]).save(staging / files["lexical"])
+        if units is not None:
+            files["units"] = f"units-{generation}"
+            units.save(staging / files["units"])
         manifest = dict(manifest, files=files, generation=generation,
                         build_seconds=round(time.monotonic() - t0, 2))
         for name in files.values():
@@ -354,7 +432,7 @@ def _remove_other_generations(folder: Path, keep: str) -> None:
     """Delete files of older or abandoned generations (never anything we did not name)."""
     for path in folder.iterdir():
         name = path.name
-        ours = name.startswith(("vectors-", "chunks-", "lexical-", ".tmp-"))
+        ours = name.startswith(("vectors-", "chunks-", "lexical-", "units-", ".tmp-"))
         if ours and keep not in name:
             if path.is_dir():
                 shutil.rmtree(path, ignore_errors=True)

@@ -138,7 +138,7 @@ class Assistant:
         found = serving.retriever.search(query, k or self.settings.top_k, query_vector=vector, exclude=exclude)
         t1 = time.perf_counter()
         reading = self.reader.read(Passages(question, vector, found.hits, found.best_dense, serving.index.lines,
-                                            serving.index.pages))
+                                            serving.index.pages, serving.index.units))
         t2 = time.perf_counter()
         timings = {"retrieve": (t1 - t0) * 1000, "read": (t2 - t1) * 1000, "total": (t2 - t0) * 1000}
         return Answer(question, reading.text, reading.abstained, reading.citations, reading.related,

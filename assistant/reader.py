@@ -48,6 +48,11 @@ class Passages:
     evidence: float  # cosine similarity of the nearest chunk to the question
     lines: list[int]  # chunk id -> 1-based line of its start
     pages: dict[str, list[tuple[int, int]]]
+    units: UnitLookup | None = None  # unit vectors computed at build time, if the index has them
+
+
+class UnitLookup(Protocol):
+    def get(self, chunk_id: int) -> dict[tuple[int, int], np.ndarray]: ...
 
 
 class Reader(Protocol):
@@ -79,7 +84,7 @@ class ExtractiveReader:
 
     def __init__(self, embedder: Embedder, min_evidence: float = DEFAULT_MIN_EVIDENCE, candidates: int = 3,
                  max_chars: int = 450, code_chars: int = 1200, second_margin: float = 0.02, max_citations: int = 2,
-                 unit_weight: float = 0.4) -> None:
+                 unit_weight: float = 0.15) -> None:
         if candidates <= 0 or max_chars <= 0:
             raise ValueError("candidates and max_chars must be positive")
         self.embedder = embedder
@@ -126,13 +131,26 @@ class ExtractiveReader:
         if not units:
             return []
         hits = passages.hits
-        vectors = self.embedder.embed_documents([hits[r].chunk.text[s.start:s.end] for r, s in units],
-                                                [hits[r].chunk.heading for r, s in units])
-        similarity = vectors @ passages.query_vector
+        similarity = self._unit_vectors(passages, units) @ passages.query_vector
         # The unit's own match, backed by how well its whole passage matched.
         w = self.unit_weight
         scored = [(w * float(sim) + (1 - w) * hits[r].dense_score, r, s) for (r, s), sim in zip(units, similarity)]
         return sorted(scored, key=lambda t: -t[0])
+
+    def _unit_vectors(self, passages: Passages, units: list[tuple[int, Span]]) -> np.ndarray:
+        """Vectors of the units: from the index when it has them (no model call), else embedded now."""
+        hits = passages.hits
+        stored: dict[int, dict] = {}
+        if passages.units is not None:
+            stored = {r: passages.units.get(hits[r].chunk_id) for r in {r for r, _ in units}}
+        found = [stored.get(r, {}).get((s.start, s.end)) for r, s in units]
+        missing = [k for k, v in enumerate(found) if v is None]
+        if missing:
+            fresh = self.embedder.embed_documents([hits[units[k][0]].chunk.text[units[k][1].start:units[k][1].end]
+                                                   for k in missing], [hits[units[k][0]].chunk.heading for k in missing])
+            for k, v in zip(missing, fresh, strict=True):
+                found[k] = v
+        return np.vstack(found).astype(np.float32)
 
     def _window(self, hit: Hit, scored: list[tuple[float, int, Span]]) -> tuple[int, int] | None:
         """The chunk's answer part: all body units if short enough, else a window around the best unit."""

@@ -60,6 +60,7 @@ TARGETS = {"hybrid_r5": 0.985, "reader_accuracy": 0.85, "abstention": 0.9, "cros
 # (fusion, dense weight, lexical weight); the first is HybridRetriever's default
 FUSION = [("score", 1.0, 0.05), ("score", 1.0, 0.0), ("score", 1.0, 0.1), ("score", 1.0, 0.2), ("score", 1.0, 0.3),
           ("score", 1.0, 0.5), ("rrf", 1.0, 1.0), ("rrf", 1.0, 0.5)]
+UNIT_WEIGHTS = [0.0, 0.15, 0.4]  # the reader's weight of the unit (sentence) match against the passage match
 THRESHOLDS = [0.30, 0.35, 0.40, 0.42, 0.45, 0.48, 0.50, 0.52, 0.55, 0.60]
 
 
@@ -213,6 +214,24 @@ class CachedEmbedder:
         return self._get(keys, lambda ids: self.inner.embed_documents([texts[i] for i in ids],
                                                                         [titles[i] for i in ids]))
 
+    def embed_passages(self, texts: list[str], titles: list[str], units: list[list[tuple[int, int]]]
+                       ) -> tuple[np.ndarray, list[np.ndarray]]:
+        """Chunk and unit vectors from one pass of the inner embedder (see SentenceTransformerEmbedder)."""
+        keys = [f"p\x1f{t}\x1f{x}" for t, x in zip(titles, texts, strict=True)]
+        unit_keys = [[f"{k}\x1f{s}:{e}" for s, e in u] for k, u in zip(keys, units, strict=True)]
+        todo = [i for i, k in enumerate(keys) if k not in self._rows or any(u not in self._rows for u in unit_keys[i])]
+        if todo:
+            vectors, unit_vectors = self.inner.embed_passages([texts[i] for i in todo], [titles[i] for i in todo],
+                                                              [units[i] for i in todo])
+            for i, v, uv in zip(todo, vectors, unit_vectors, strict=True):
+                for key, vector in [(keys[i], v), *zip(unit_keys[i], uv, strict=True)]:
+                    self._rows[key] = len(self._vectors)
+                    self._vectors.append(np.asarray(vector, dtype=np.float32))
+            self.computed += len(todo)
+        chunk = np.stack([self._vectors[self._rows[k]] for k in keys]) if keys else np.zeros((0, self.dimension))
+        return chunk, [np.stack([self._vectors[self._rows[k]] for k in u]) if u else np.zeros((0, self.dimension))
+                       for u in unit_keys]
+
     def embed_queries(self, texts: list[str]) -> np.ndarray:
         return self._get([f"q\x1f{x}" for x in texts], lambda ids: self.inner.embed_queries([texts[i] for i in ids]))
 
@@ -343,17 +362,20 @@ class Bench:
         self.cached.save()
         return results
 
-    def fusion_lever(self, items: list[Item], fusion: str, dense_weight: float, lexical_weight: float) -> dict:
-        """Retrieval and reader accuracy (no threshold) with another fusion or other weights."""
+    def fusion_lever(self, items: list[Item], fusion: str = "score", dense_weight: float = 1.0,
+                     lexical_weight: float = 0.05, reader: ExtractiveReader | None = None) -> dict:
+        """Retrieval and reader accuracy (no threshold) with another fusion, other weights or another reader."""
         retriever = HybridRetriever(self.index, self.cached, fusion=fusion, dense_weight=dense_weight,
                                     lexical_weight=lexical_weight)
+        reader = reader or self.reader
         vectors = self.cached.embed_queries([i.question for i in items])
         ranks, correct = [], 0
         for item, vector in zip(items, vectors, strict=True):
             found = retriever.search(item.question, 2 * retriever.depth, query_vector=vector)
             ranks.append(document_rank((h.chunk.source for h in found.hits), item.source))
-            reading = self.reader.read(Passages(item.question, vector, found.hits[:self.settings.top_k],
-                                                found.best_dense, self.index.lines, self.index.pages))
+            reading = reader.read(Passages(item.question, vector, found.hits[:self.settings.top_k],
+                                                found.best_dense, self.index.lines, self.index.pages,
+                                                self.index.units))
             correct += contains_answer(reading.citations, item.answers)
         return dict(rank_metrics(ranks), reader_any=correct / max(len(items), 1))
 
@@ -530,6 +552,12 @@ def render_levers(report: dict) -> list[str]:
                      f"{f3(zh['mrr'])} | "
                      f"{f3(zh['reader_any'])} | {f3(en['r@1'])} | {f3(en['r@5'])} | {f3(en['mrr'])} | "
                      f"{f3(en['reader_any'])} |")
+    if levers.get("unit_weight"):
+        lines += ["", "Lever: the reader's unit weight w (a passage's score = w x its best sentence's cosine + "
+                      "(1 - w) x the passage's cosine; sentence vectors from the index); reader accuracy without "
+                      "threshold:", "", "| w | zh reader | en reader |", "|---|---|---|"]
+        lines += [f"| {row['weight']:g} | {f3(row['zh']['reader_any'])} | {f3(row['en']['reader_any'])} |"
+                  for row in levers["unit_weight"]]
     lines += ["", "Lever: the evidence threshold `min_evidence` (abstain below it); zh = all Chinese questions, "
                   "en = the English ones:", "",
               "| threshold | zh answered | zh reader acc. | zh acc. (all) | zh false-answer | zh abst. P | zh abst. R "
@@ -542,8 +570,8 @@ def render_levers(report: dict) -> list[str]:
                      f"{f3(en['false_answer_rate'])} | {f3(en['abstention_precision'])} | "
                      f"{f3(en['abstention_recall'])} |")
     lines += ["", "Lever: other abstention rules on the same runs (margin = the best document's cosine minus the "
-                  "second document's; cited-sentence score = the reader's 0.4 x sentence cosine + 0.6 x passage "
-                  "cosine):", "",
+                  "second document's; cited-sentence score = the reader's w x sentence cosine + (1 - w) x passage "
+                  f"cosine, w = {ExtractiveReader(None).unit_weight:g}):", "",
               "| answer when | zh answered | zh reader acc. | zh acc. (all) | zh false-answer | zh abst. P "
               "| zh abst. R "
               "| en answered | en acc. (all) | en false-answer |",
@@ -621,6 +649,10 @@ def ask_all(bench: Bench, asked: list[Item], english: list[tuple[Item, Item]]):
 def measure_levers(bench: Bench, asked: list[Item], english: list[Item], zh: list[Result], en: list[Result]) -> dict:
     return {"fusion": [{"fusion": f, "dense": d, "lexical": w, "zh": bench.fusion_lever(asked, f, d, w),
                         "en": bench.fusion_lever(english, f, d, w)} for f, d, w in FUSION],
+            "unit_weight": [{"weight": u, **{lang: bench.fusion_lever(qs, reader=ExtractiveReader(
+                bench.cached, min_evidence=float("-inf"), unit_weight=u)) for lang, qs in (("zh", asked),
+                                                                                           ("en", english))}}
+                            for u in UNIT_WEIGHTS],
             "thresholds": {"zh": [quality(zh, t) for t in THRESHOLDS], "en": [quality(en, t) for t in THRESHOLDS]},
             "rules": {"zh": [quality(zh, rule) for rule in RULES], "en": [quality(en, rule) for rule in RULES]}}
 

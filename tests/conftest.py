@@ -47,6 +47,18 @@ class FakeEmbedder:
     def embed_queries(self, texts):
         return normalize(np.stack([self._vector(t) for t in texts]))
 
+    def embed_passages(self, texts, titles, units):
+        """Chunk vectors plus a vector per unit span (the unit's own text here; the real model pools tokens)."""
+        chunks = self.embed_documents(texts, titles)
+        return chunks, [normalize(np.stack([self._vector(t[s:e]) for s, e in u])) if u else
+                        np.zeros((0, self._dimension), np.float32) for t, u in zip(texts, units)]
+
+
+class PlainEmbedder(FakeEmbedder):
+    """A fake embedder without ``embed_passages``: indexes get no unit vectors (like a user's own model)."""
+
+    embed_passages = None
+
 
 @pytest.fixture
 def fake_embedder() -> FakeEmbedder:

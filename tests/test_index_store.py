@@ -17,7 +17,8 @@ from assistant.index_store import (FORMAT, FORMAT_VERSION, MANIFEST, build_index
                                    load_index, read_manifest)
 from assistant.ingest import scan_folder
 from assistant.types import Document
-from conftest import FakeEmbedder
+from assistant.chunking import spans
+from conftest import FakeEmbedder, PlainEmbedder
 
 SIZE = 60
 
@@ -115,6 +116,69 @@ def test_build_then_load_round_trip(tmp_path, fake_embedder):
     assert m["corpus"] == str(tmp_path.resolve())
     assert len(m["built_at"]) == 20 and m["built_at"].endswith("Z")
     assert loaded.model_id == "fake/char-ngrams"
+
+
+def test_unit_vectors_are_stored_for_every_sentence_of_every_chunk(built):
+    loaded = load_index(built)
+    assert loaded.units is not None and len(loaded.units) == len(loaded.chunks)
+    for chunk_id, chunk in enumerate(loaded.chunks):
+        stored = loaded.units.get(chunk_id)
+        units = spans(chunk.text)
+        assert list(stored) == [(u.start, u.end) for u in units]
+        expected = FakeEmbedder().embed_documents([chunk.text[u.start:u.end] for u in units])
+        np.testing.assert_allclose(np.stack(list(stored.values())), expected, atol=2e-3)  # stored as float16
+    assert next(built.glob("units-*/vectors.npy")).is_file()
+
+
+def test_unit_vectors_of_unchanged_documents_are_reused(built, fake_embedder):
+    before = load_index(built)
+    changed = dict(TEXTS, **{"python.md": TEXTS["python.md"] + "\n\nTuples are immutable."})
+    build(built, fake_embedder, documents(changed))
+    after = load_index(built)
+    old = {c: before.units.get(i) for i, c in enumerate(before.chunks)}
+    kept = [i for i, c in enumerate(after.chunks) if c in old]
+    assert kept and len(kept) < len(after.chunks)
+    for i in kept:
+        a, b = old[after.chunks[i]], after.units.get(i)
+        assert list(a) == list(b) and all(np.array_equal(a[k], b[k]) for k in a)
+
+
+def test_embedder_without_unit_vectors_builds_an_index_without_them(tmp_path):
+    folder = tmp_path / "index"
+    build(folder, PlainEmbedder())
+    assert load_index(folder).units is None and not list(folder.glob("units-*"))
+
+
+def test_index_without_unit_vectors_is_re_embedded_by_a_capable_embedder(tmp_path, fake_embedder):
+    folder = tmp_path / "index"
+    build(folder, PlainEmbedder())
+    report = build(folder, fake_embedder)
+    assert not report.unchanged and report.embedded_chunks == report.chunks
+    assert load_index(folder).units is not None
+
+
+def test_unit_vector_tables_out_of_step_with_each_other(built):
+    path = next(built.glob("units-*/offsets.npy"))
+    np.save(path, np.load(path)[:-1], allow_pickle=False)
+    message = index_error(built)
+    assert "sentence vectors" in message and "out of step" in message and "rebuild" in message
+
+
+def test_unit_vectors_for_fewer_chunks_than_the_index(built):
+    folder = next(built.glob("units-*"))
+    offsets = np.load(folder / "offsets.npy")[:-1]
+    np.save(folder / "offsets.npy", offsets, allow_pickle=False)
+    for name in ("vectors", "spans"):
+        np.save(folder / f"{name}.npy", np.load(folder / f"{name}.npy")[:offsets[-1]], allow_pickle=False)
+    message = index_error(built)
+    assert "inconsistent" in message and "rebuild" in message
+
+
+def test_unit_vector_file_that_is_a_pickle_is_refused(built):
+    path = next(built.glob("units-*/spans.npy"))
+    np.save(path, np.array([{"x": 1}], dtype=object), allow_pickle=True)
+    message = index_error(built)
+    assert "sentence vectors" in message and "damaged" in message
 
 
 def test_pages_and_skipped_files_are_recorded(tmp_path, fake_embedder):
@@ -300,9 +364,9 @@ def test_failure_after_files_moved_leaves_old_index_and_next_build_cleans_up(bui
         m.setattr(index_store, "_fsync_tree", crash)
         with pytest.raises(OSError, match="disk went away"):
             build(built, fake_embedder, documents(changed))
-    stray = [p.name for p in built.iterdir() if p.name.startswith(("vectors-", "chunks-", "lexical-"))
+    stray = [p.name for p in built.iterdir() if p.name.startswith(("vectors-", "chunks-", "lexical-", "units-"))
              and generation not in p.name]
-    assert len(stray) == 3  # the new generation's files are there, but the manifest does not name them
+    assert len(stray) == 4  # the new generation's files are there, but the manifest does not name them
     assert load_index(built).chunks == old.chunks and read_manifest(built)["generation"] == generation
 
     (built / ".tmp-killed-build").mkdir()  # what a killed build leaves behind
@@ -313,7 +377,7 @@ def test_failure_after_files_moved_leaves_old_index_and_next_build_cleans_up(bui
     new = read_manifest(built)["generation"]
     assert new != generation
     assert sorted(p.name for p in built.iterdir()) == sorted(
-        [".lock", MANIFEST, f"chunks-{new}.jsonl", f"lexical-{new}", f"vectors-{new}.faiss"])
+        [".lock", MANIFEST, f"chunks-{new}.jsonl", f"lexical-{new}", f"units-{new}", f"vectors-{new}.faiss"])
 
 
 def test_failure_in_staging_leaves_no_temporary_folder(built, fake_embedder, monkeypatch):
@@ -327,7 +391,8 @@ def test_failure_in_staging_leaves_no_temporary_folder(built, fake_embedder, mon
         build(built, fake_embedder, rebuild=True)
     assert read_manifest(built)["generation"] == generation
     assert sorted(p.name for p in built.iterdir()) == sorted(
-        [".lock", MANIFEST, f"chunks-{generation}.jsonl", f"lexical-{generation}", f"vectors-{generation}.faiss"])
+        [".lock", MANIFEST, f"chunks-{generation}.jsonl", f"lexical-{generation}", f"units-{generation}",
+         f"vectors-{generation}.faiss"])
 
 
 def test_a_second_concurrent_build_is_refused(built, fake_embedder):
