@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed-stamp
 export HF_HUB_OFFLINE ?= 1
 export GRADIO_ANALYTICS_ENABLED := False
 
-.PHONY: install models index run browser test test-fast bench-quality clean
+.PHONY: install models index run browser test test-fast bench bench-quality clean
 
 install: $(STAMP)
 
@@ -32,6 +32,10 @@ browser:
 
 test-fast: install
 	$(BIN)/python -m pytest -q -m "not e2e"
+
+bench: models
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test,bench]'
+	$(BIN)/python bench/speed.py
 
 bench-quality: models
 	$(BIN)/python bench/cmrc.py

@@ -232,6 +232,9 @@ class CachedEmbedder:
         return chunk, [np.stack([self._vectors[self._rows[k]] for k in u]) if u else np.zeros((0, self.dimension))
                        for u in unit_keys]
 
+    def has_passage(self, title: str, text: str) -> bool:
+        return f"p\x1f{title}\x1f{text}" in self._rows
+
     def embed_queries(self, texts: list[str]) -> np.ndarray:
         return self._get([f"q\x1f{x}" for x in texts], lambda ids: self.inner.embed_queries([texts[i] for i in ids]))
 
@@ -584,13 +587,13 @@ def render_levers(report: dict) -> list[str]:
     return lines
 
 
-def write_section(text: str, path: Path = BENCHMARKS) -> None:
-    """Replace this benchmark's section of BENCHMARKS.md (or append it); other sections stay."""
-    section = f"{START}\n{text.rstrip()}\n{END}"
+def write_section(text: str, path: Path = BENCHMARKS, start: str = START, end: str = END) -> None:
+    """Replace one benchmark's section of BENCHMARKS.md (or append it); other sections stay."""
+    section = f"{start}\n{text.rstrip()}\n{end}"
     old = path.read_text("utf-8") if path.exists() else "# Benchmarks\n"
-    if START in old and END in old:
-        head, rest = old.split(START, 1)
-        new = head + section + rest.split(END, 1)[1]
+    if start in old and end in old:
+        head, rest = old.split(start, 1)
+        new = head + section + rest.split(end, 1)[1]
     else:
         new = old.rstrip("\n") + "\n\n" + section + "\n"
     tmp = path.with_suffix(".md.tmp")
