@@ -79,6 +79,14 @@ class LexicalIndex:
         bm25s = _bm25s()
         return cls(bm25s.BM25.load(str(folder), mmap=False, allow_pickle=False))
 
+    def contains(self, term: str) -> bool:
+        """Whether some chunk holds every token of ``term`` (a plural's singular counts: "APIs" -> "API")."""
+        for form in (term, term[:-1]) if len(term) > 2 and term.endswith("s") else (term,):
+            tokens = tokenize(form)
+            if tokens and all(t in self._vocab for t in tokens):
+                return True
+        return False
+
     def scores(self, query: str) -> np.ndarray:
         n = int(self._bm25.scores["num_docs"])
         tokens = [t for t in tokenize(query) if t in self._vocab]

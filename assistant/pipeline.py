@@ -16,7 +16,7 @@ from .errors import AssistantError, IndexStoreError, IngestError, QuestionError
 from .index_store import BuildReport, build_index, check_compatible, load_index, LoadedIndex
 from .ingest import SUPPORTED, read_document, scan_folder
 from .models import resolve_embedding_model
-from .reader import DEFAULT_MIN_EVIDENCE, ExtractiveReader, Passages, Reader
+from .reader import DEFAULT_MIN_EVIDENCE, ExtractiveReader, Passages, Reader, named_terms
 from .retriever import HybridRetriever
 from .types import Answer
 
@@ -137,8 +137,10 @@ class Assistant:
         vector = self.embedder.embed_queries([query])[0]
         found = serving.retriever.search(query, k or self.settings.top_k, query_vector=vector, exclude=exclude)
         t1 = time.perf_counter()
+        lexical = serving.index.lexical
+        missing = tuple(t for t in named_terms(question) if not lexical.contains(t))
         reading = self.reader.read(Passages(question, vector, found.hits, found.best_dense, serving.index.lines,
-                                            serving.index.pages, serving.index.units))
+                                            serving.index.pages, serving.index.units, missing))
         t2 = time.perf_counter()
         timings = {"retrieve": (t1 - t0) * 1000, "read": (t2 - t1) * 1000, "total": (t2 - t0) * 1000}
         return Answer(question, reading.text, reading.abstained, reading.citations, reading.related,

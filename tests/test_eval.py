@@ -15,11 +15,11 @@ pytestmark = pytest.mark.e2e
 
 ROOT = Path(__file__).resolve().parent.parent
 FLOORS = {
-    "hit@1": 0.92,
-    "hit@5": 0.95,
-    "key_recall": 0.85,
+    "hit@1": 0.93,
+    "hit@5": 0.97,
+    "key_recall": 0.90,
     "abstention_precision": 0.90,
-    "abstention_recall": 0.80,
+    "abstention_recall": 0.90,
 }
 
 

@@ -46,3 +46,29 @@ def test_reader_without_stored_unit_vectors_embeds_them_and_answers_the_same(tmp
     assert [(c.source, c.start, c.end) for c in a.citations] == [(c.source, c.start, c.end) for c in b.citations]
     assert a.text == b.text
     np.testing.assert_allclose([c.score for c in a.citations], [c.score for c in b.citations], atol=2e-3)
+
+
+def test_a_chinese_question_naming_something_no_document_contains_is_not_answered(tmp_path):
+    assistant = assistant_with(tmp_path, FakeEmbedder())  # min_evidence -1: only the named term can stop it
+    answer = assistant.ask("番茄在 Kubernetes 上怎么浇水？")
+    assert answer.abstained and not answer.citations
+    assert "Kubernetes" in answer.text and answer.related
+
+
+@pytest.mark.parametrize("question", ["番茄需要多少 sunlight 和水？", "Cooking 的意大利面煮几分钟？",
+                                      "how do I water tomatoes on Kubernetes"])
+def test_named_terms_that_the_documents_contain_or_english_questions_do_not_abstain(tmp_path, question):
+    # lower-case words are not names; "Cooking" is in cooking.md; English questions are not checked
+    assistant = assistant_with(tmp_path, FakeEmbedder())
+    assert not assistant.ask(question).abstained
+
+
+def test_named_terms_and_plural_forms():
+    from assistant.lexical import LexicalIndex
+    from assistant.reader import named_terms
+
+    question = "在 Kubernetes 集群上怎么跑 H100、LoRA 和 GPT-4o 的训练？再问一次 Kubernetes 的事"
+    assert named_terms(question) == ["Kubernetes", "H100", "LoRA", "GPT-4o"]
+    assert named_terms("What is an H100?") == [] and named_terms("用 python 写") == []
+    lexical = LexicalIndex.build(["Our API is documented. 中文内容"])
+    assert lexical.contains("APIs") and lexical.contains("API") and not lexical.contains("SDKs")
