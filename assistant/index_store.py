@@ -5,7 +5,7 @@ Layout of ``index/``::
     manifest.json                 what was built, how, and which files hold it (the only pointer)
     vectors-<generation>.faiss    FAISS inner-product index over unit vectors (faiss.write_index)
     chunks-<generation>.jsonl     one chunk per line: source, start, end, line, heading, text
-    lexical-<generation>/         BM25 matrices (.npy, loaded with allow_pickle=False) + vocab json
+    lexical-<generation>/         each chunk's token ids (.npy, loaded with allow_pickle=False) + vocab json
     units-<generation>/           a vector per sentence / list item of each chunk (float16 .npy), for the reader
 
 A build writes a new generation beside the old one, then replaces ``manifest.json`` in one
@@ -34,7 +34,7 @@ import numpy as np
 from .chunking import chunk_document, spans
 from .embedding import Embedder
 from .errors import IndexStoreError
-from .lexical import TOKENIZER, LexicalIndex
+from .lexical import SCORING, TOKENIZER, LexicalIndex
 from .types import Chunk, Document
 
 log = logging.getLogger(__name__)
@@ -155,6 +155,9 @@ def load_index(folder: Path) -> LoadedIndex:
 
     manifest = read_manifest(folder)
     files = manifest["files"]
+    if manifest.get("lexical") != {"tokenizer": TOKENIZER, "scoring": SCORING}:
+        raise IndexStoreError(f"{folder} was built by another version of assistant (its lexical index differs): "
+                              f"{_REBUILD}")
     try:
         vectors = faiss.read_index(str(_member(folder, files, "vectors")))
     except RuntimeError as exc:
@@ -245,6 +248,7 @@ def build_index(folder: Path, documents: list[Document], embedder: Embedder, *, 
         chunks: list[Chunk] = []
         vectors: list[np.ndarray | None] = []
         units: list[tuple[np.ndarray, np.ndarray] | None] = []  # per chunk: (spans, vectors)
+        tokens: list[tuple[LexicalIndex, int] | None] = []  # per chunk: where its lexical tokens can be reused
         to_embed: list[int] = []
         records = []
         reused = 0
@@ -253,13 +257,15 @@ def build_index(folder: Path, documents: list[Document], embedder: Embedder, *, 
             if prior and prior["sha256"] == document.sha256:
                 first, count = prior["first_chunk"], prior["chunks"]
                 doc_chunks = previous.chunks[first:first + count]
-                doc_vectors = [previous.vectors.reconstruct(i) for i in range(first, first + count)]
+                doc_vectors = list(previous.vectors.reconstruct_n(first, count)) if count else []
                 doc_units = [previous.units.rows(i) if previous.units else None for i in range(first, first + count)]
+                tokens.extend((previous.lexical, i) for i in range(first, first + count))
                 reused += 1
             else:
                 doc_chunks = chunk_document(document, chunk_size, chunk_overlap)
                 doc_vectors = [None] * len(doc_chunks)
                 doc_units = [None] * len(doc_chunks)
+                tokens.extend([None] * len(doc_chunks))
                 to_embed.extend(range(len(chunks), len(chunks) + len(doc_chunks)))
             records.append({"source": document.source, "sha256": document.sha256, "chars": len(document.text),
                             "encoding": document.encoding, "first_chunk": len(chunks), "chunks": len(doc_chunks),
@@ -279,7 +285,7 @@ def build_index(folder: Path, documents: list[Document], embedder: Embedder, *, 
             "embedding": {"model_id": embedder.model_id, "weights_sha256": embedder.weights_sha256,
                           "dimension": embedder.dimension, "dtype": getattr(embedder, "dtype", "")},
             "chunking": {"chunker": chunker_id(), "size": chunk_size, "overlap": chunk_overlap},
-            "lexical": {"tokenizer": TOKENIZER, "scoring": "bm25 (bm25s defaults)"},
+            "lexical": {"tokenizer": TOKENIZER, "scoring": SCORING},
             "corpus": str(corpus.resolve()) if corpus else "",
             "documents": records, "skipped": [{"source": s, "reason": r} for s, r in skipped],
             "chunk_count": len(chunks),
@@ -288,7 +294,7 @@ def build_index(folder: Path, documents: list[Document], embedder: Embedder, *, 
         matrix = np.vstack(vectors).astype(np.float32) if chunks else np.zeros((0, manifest["embedding"]["dimension"]),
                                                                                np.float32)
         table = _unit_table(units, manifest["embedding"]["dimension"])
-        _write_generation(folder, manifest, chunks, lines, matrix, table, t0)
+        _write_generation(folder, manifest, chunks, lines, matrix, table, tokens, t0)
         return BuildReport(len(documents), len(chunks), len(to_embed), reused, removed, tuple(skipped),
                            time.monotonic() - t0)
 
@@ -374,7 +380,7 @@ def _chunk_lines(documents: list[Document], chunks: list[Chunk]) -> list[int]:
 
 
 def _write_generation(folder: Path, manifest: dict, chunks: list[Chunk], lines: list[int], matrix: np.ndarray,
-                      units: UnitVectors | None, t0: float) -> None:
+                      units: UnitVectors | None, tokens: list, t0: float) -> None:
     import faiss
 
     generation = time.strftime("%Y%m%dT%H%M%S", time.gmtime()) + "-" + uuid.uuid4().hex[:8]
@@ -391,7 +397,7 @@ def _write_generation(folder: Path, manifest: dict, chunks: list[Chunk], lines: 
             for c, line in zip(chunks, lines, strict=True):
                 f.write(json.dumps({"source": c.source, "start": c.start, "end": c.end, "line": line,
                                     "heading": c.heading, "text": c.text}, ensure_ascii=False) + "\n")
-        LexicalIndex.build([c.text for c in chunks]).save(staging / files["lexical"])
+        LexicalIndex.build([c.text for c in chunks], tokens).save(staging / files["lexical"])
         if units is not None:
             files["units"] = f"units-{generation}"
             units.save(staging / files["units"])

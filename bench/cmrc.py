@@ -454,7 +454,7 @@ def machine() -> dict:
                 if line.startswith("MemTotal")), 0) if Path("/proc/meminfo").exists() else 0
     versions = {"python": platform.python_version()}
     for name, module in (("torch", "torch"), ("sentence-transformers", "sentence_transformers"), ("faiss", "faiss"),
-                         ("bm25s", "bm25s"), ("jieba", "jieba")):
+                         ("scipy", "scipy"), ("jieba", "jieba")):
         try:
             versions[name] = __import__(module).__version__
         except (ImportError, AttributeError):

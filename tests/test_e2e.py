@@ -54,8 +54,8 @@ def test_abstains_when_not_covered(real_assistant, qid):
     assert answer.related, "the closest passages are shown as related reading"
     for c in answer.related:
         assert _document(c.source)[c.start:c.end] == c.quote
-    expected = "文档中没有涉及" if QUESTIONS[qid].lang == "zh" else "do not cover"
-    assert expected in answer.text
+    expected = ("文档中没有涉及", "文档中没有提到") if QUESTIONS[qid].lang == "zh" else ("do not cover", "never mention")
+    assert any(e in answer.text for e in expected), answer.text
 
 
 def test_english_question_finds_chinese_passage(real_assistant):

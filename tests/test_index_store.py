@@ -208,11 +208,53 @@ def test_no_pickle_in_the_index_folder(built):
         np.load(p, allow_pickle=False)  # plain arrays: loadable without pickle
 
 
-def test_building_does_not_turn_on_bm25s_debug_logging(built):
-    # bm25s sets its own logger to DEBUG on import; the CLI would print "DEBUG Building index…" on every build.
-    assert not logging.getLogger("bm25s").isEnabledFor(logging.INFO)
-    load_index(built)
-    assert not logging.getLogger("bm25s").isEnabledFor(logging.INFO)
+def test_bm25_scores_follow_the_lucene_formula():
+    import math
+
+    from assistant.lexical import LexicalIndex, tokenize
+
+    texts = ["苹果和香蕉都是水果", "苹果手机 apple phone", "香蕉 香蕉 banana", "", "python lists and dicts"]
+    index = LexicalIndex.build(texts)
+    docs = [tokenize(t) for t in texts]
+    avg = sum(map(len, docs)) / len(docs)
+    for query in ["苹果 香蕉", "apple banana phone", "python 苹果 苹果", "不存在的词"]:
+        expected = []
+        for doc in docs:
+            score = 0.0
+            for term in tokenize(query):
+                df = sum(term in d for d in docs)
+                tf = doc.count(term)
+                if df and tf:
+                    idf = math.log(1 + (len(docs) - df + 0.5) / (df + 0.5))
+                    score += idf * tf / (tf + 1.5 * (1 - 0.75 + 0.75 * len(doc) / avg))
+            expected.append(score)
+        np.testing.assert_allclose(index.scores(query), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_incremental_build_tokenizes_only_new_chunks_and_scores_as_a_fresh_build(built, fake_embedder, monkeypatch):
+    import assistant.lexical as lexical
+
+    changed = dict(TEXTS, **{"python.md": TEXTS["python.md"] + "\n\nTuples are immutable sequences."})
+    seen: list[str] = []
+    real = lexical.tokenize
+    monkeypatch.setattr(lexical, "tokenize", lambda text: seen.append(text) or real(text))
+    build(built, fake_embedder, documents(changed))
+    incremental = load_index(built)
+    new_chunks = [c.text for c in incremental.chunks if c.source == "python.md"]
+    assert seen and set(seen) <= set(new_chunks)
+    fresh_folder = built.parent / "fresh"
+    build(fresh_folder, fake_embedder, documents(changed))
+    fresh = load_index(fresh_folder)
+    for query in ["苹果 冰箱", "Python tuples", "护照 签证", "immutable"]:
+        np.testing.assert_allclose(incremental.lexical.scores(query), fresh.lexical.scores(query), rtol=1e-6)
+
+
+def test_index_with_an_older_lexical_format_says_to_rebuild(built):
+    manifest = json.loads((built / MANIFEST).read_text("utf-8"))
+    manifest["lexical"]["scoring"] = "bm25 (bm25s defaults)"
+    (built / MANIFEST).write_text(json.dumps(manifest), "utf-8")
+    message = index_error(built)
+    assert "another version" in message and "rebuild" in message
 
 
 def test_nothing_to_index_is_refused_with_a_clear_message(tmp_path, fake_embedder):
@@ -383,7 +425,7 @@ def test_failure_after_files_moved_leaves_old_index_and_next_build_cleans_up(bui
 def test_failure_in_staging_leaves_no_temporary_folder(built, fake_embedder, monkeypatch):
     generation = read_manifest(built)["generation"]
 
-    def broken_build(texts):
+    def broken_build(texts, reuse=None):
         raise ValueError("bm25 failed")
 
     monkeypatch.setattr(index_store.LexicalIndex, "build", staticmethod(broken_build))
@@ -469,8 +511,16 @@ def test_chunks_file_with_a_garbled_line(built):
     assert "rebuild" in index_error(built)
 
 
-def test_lexical_files_missing(built):
-    next(built.glob("lexical-*/vocab.index.json")).unlink()
+@pytest.mark.parametrize("name", ["vocab.json", "token_ids.npy", "offsets.npy"])
+def test_lexical_files_missing(built, name):
+    next(built.glob(f"lexical-*/{name}")).unlink()
+    message = index_error(built)
+    assert "lexical" in message and "rebuild" in message
+
+
+def test_lexical_tables_out_of_step(built):
+    path = next(built.glob("lexical-*/offsets.npy"))
+    np.save(path, np.load(path)[:-1], allow_pickle=False)
     message = index_error(built)
     assert "lexical" in message and "rebuild" in message
 
