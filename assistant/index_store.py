@@ -221,6 +221,8 @@ def build_index(folder: Path, documents: list[Document], embedder: Embedder, *, 
             raise _nothing_to_index(skipped)
         removed = len(set(old) - {d.source for d in documents})
         if previous and not to_embed and not removed and len(documents) == len(old):
+            # Nothing to write, but files left by a build that was killed are still removed.
+            _remove_other_generations(folder, previous.manifest.get("generation") or "")
             return BuildReport(len(documents), len(chunks), 0, reused, 0, tuple(skipped), time.monotonic() - t0, True)
         _embed(embedder, chunks, vectors, to_embed, progress, embed_batch)
         lines = _chunk_lines(documents, chunks)
