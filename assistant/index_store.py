@@ -20,6 +20,7 @@ import fcntl
 import json
 import logging
 import os
+import re
 import shutil
 import time
 import uuid
@@ -250,8 +251,12 @@ def _nothing_to_index(skipped) -> IndexStoreError:
                            "add .txt, .md, .pdf or .docx files with text to the corpus folder")
 
 
+_OUR_FILE = re.compile(r"\.lock|(?:\.tmp-|vectors-|chunks-|lexical-)\d{8}T\d{6}-[0-9a-f]{8}(?:\.faiss|\.jsonl)?")
+
+
 def _only_our_files(folder: Path) -> bool:
-    return all(p.name == ".lock" or p.name.startswith(".tmp-") for p in folder.iterdir())
+    """Whether a folder without a manifest holds only what a build that never finished leaves behind."""
+    return all(_OUR_FILE.fullmatch(p.name) for p in folder.iterdir())
 
 
 def _reusable(folder: Path, embedder: Embedder, size: int, overlap: int) -> LoadedIndex | None:
