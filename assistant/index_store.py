@@ -100,7 +100,34 @@ def read_manifest(folder: Path) -> dict:
     for key in ("files", "embedding", "chunking", "documents", "chunk_count"):
         if key not in manifest:
             raise IndexStoreError(f"{path} lacks {key!r}: {_REBUILD}")
+    problem = _manifest_problem(manifest)
+    if problem:
+        raise IndexStoreError(f"{path} is damaged ({problem}): {_REBUILD}")
     return manifest
+
+
+def _manifest_problem(m: dict) -> str:
+    """What is wrong with the shape of a manifest's values ('' if nothing), so a tampered one is refused clearly."""
+    emb, count = m["embedding"], m["chunk_count"]
+    if not isinstance(m["files"], dict) or not isinstance(m["chunking"], dict):
+        return "'files' and 'chunking' must be objects"
+    if not (isinstance(emb, dict) and isinstance(emb.get("model_id"), str) and isinstance(emb.get("dimension"), int)):
+        return "'embedding' needs a model_id and an integer dimension"
+    if not isinstance(count, int) or not isinstance(m["documents"], list):
+        return "'chunk_count' must be an integer and 'documents' a list"
+    first = 0
+    for number, d in enumerate(m["documents"], 1):
+        if not (isinstance(d, dict) and isinstance(d.get("source"), str) and isinstance(d.get("sha256"), str)
+                and d.get("first_chunk") == first and isinstance(d.get("chunks"), int) and d["chunks"] >= 0):
+            return f"document record {number} is malformed or its chunk range does not follow the previous one"
+        pages = d.get("pages", [])
+        if not (isinstance(pages, list) and all(isinstance(p, list) and len(p) == 2
+                                                and all(isinstance(x, int) for x in p) for p in pages)):
+            return f"the pages of {d['source']!r} are not (offset, page) pairs"
+        first += d["chunks"]
+    if first != count:
+        return f"the documents hold {first} chunks, 'chunk_count' says {count}"
+    return ""
 
 
 def check_compatible(manifest: dict, embedder: Embedder) -> None:
@@ -134,6 +161,10 @@ def load_index(folder: Path) -> LoadedIndex:
     if not (len(chunks) == vectors.ntotal == n) or vectors.d != dim:
         raise IndexStoreError(f"{folder} is inconsistent ({len(chunks)} chunks, {vectors.ntotal} vectors, manifest "
                               f"says {n}): {_REBUILD}")
+    for d in manifest["documents"]:  # each document's chunk range holds that document's chunks
+        if any(c.source != d["source"] for c in chunks[d["first_chunk"]:d["first_chunk"] + d["chunks"]]):
+            raise IndexStoreError(f"{folder} is inconsistent (the chunks of {d['source']!r} are not where the "
+                                  f"manifest says): {_REBUILD}")
     pages = {d["source"]: [tuple(p) for p in d.get("pages", [])] for d in manifest["documents"] if d.get("pages")}
     return LoadedIndex(folder, manifest, chunks, lines, vectors, lexical, pages)
 
