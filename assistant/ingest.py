@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import io
 import logging
+import os
 import re
 import zipfile
 from pathlib import Path
@@ -71,7 +72,10 @@ def scan_folder(root: Path, max_bytes: int = 50 << 20) -> tuple[list[Document], 
     for path in _walk(root, root, skipped):
         source = _source(path, root)
         try:
-            if path.is_symlink() and not path.resolve().is_relative_to(real_root):
+            if not _is_utf8(source):  # it could not be written to the index, nor shown
+                source = os.fsencode(source).decode("utf-8", "backslashreplace")
+                raise IngestError("file name is not valid UTF-8; rename the file")
+            if path.is_symlink() and not _resolves_inside(path, real_root):
                 raise IngestError("symlink points outside the corpus")
             if path.exists() and not path.is_file():
                 raise IngestError("not a regular file")
@@ -270,6 +274,21 @@ def _walk(folder: Path, root: Path, skipped: list[tuple[str, str]]) -> Iterator[
             yield from _walk(path, root, skipped)
         elif not (path.is_dir() and path.resolve().is_relative_to(root.resolve())):
             yield path
+
+
+def _resolves_inside(link: Path, real_root: Path) -> bool:
+    try:
+        return link.resolve().is_relative_to(real_root)
+    except (OSError, RuntimeError):  # RuntimeError: a symlink loop (Python 3.11)
+        raise IngestError("symlink loop (the link leads back to itself)") from None
+
+
+def _is_utf8(name: str) -> bool:
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:  # undecodable bytes of a file name arrive as lone surrogates
+        return False
+    return True
 
 
 def _source(path: Path, root: Path) -> str:
