@@ -26,6 +26,7 @@ from assistant.index_store import load_index
 from assistant.ingest import decode_text, read_document, scan_folder
 from assistant.pipeline import Assistant
 from conftest import FakeEmbedder
+from offline_guard import offline_env
 from test_ingest import encrypted_pdf, make_pdf
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -241,7 +242,8 @@ def write_big_file(path: Path, size: int) -> Path:
 
 
 def run_big(*args: str) -> dict:
-    out = subprocess.run([sys.executable, "-c", BIG_CHILD, *args], capture_output=True, text=True, timeout=900)
+    out = subprocess.run([sys.executable, "-c", BIG_CHILD, *args], capture_output=True, text=True, timeout=900,
+                         env=offline_env())
     assert out.returncode == 0, out.stderr[-3000:]
     return json.loads(out.stdout)
 

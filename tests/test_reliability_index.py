@@ -27,6 +27,7 @@ from assistant.errors import IndexStoreError
 from assistant.index_store import MANIFEST, load_index, read_manifest
 from assistant.pipeline import Assistant
 from conftest import FakeEmbedder
+from offline_guard import offline_env
 
 ROOT = Path(__file__).resolve().parent.parent
 TESTS = Path(__file__).resolve().parent
@@ -110,7 +111,7 @@ def kill_build_at(point: str, corpus: Path, index: Path, tmp_path: Path) -> None
     marker = tmp_path / f"reached-{point}"
     log = open(tmp_path / f"child-{point}.log", "w")
     child = subprocess.Popen([sys.executable, "-c", CHILD, point, str(corpus), str(index), str(marker)],
-                             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+                             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=offline_env())
     try:
         deadline = time.monotonic() + 120  # a bound on the wait, not a timing assertion
         while not marker.exists():
