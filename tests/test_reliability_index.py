@@ -385,3 +385,18 @@ def test_index_build_into_a_folder_sent_by_someone_else_never_runs_its_code(tmp_
     assert "refusing to write" in capsys.readouterr().err
     assert {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in folder.iterdir()} == before
     assert not proof.exists()
+
+
+def test_ui_on_a_damaged_index_says_what_is_wrong_and_rebuild_repairs_it(built):
+    from assistant.ui import ChatHandlers
+
+    next(built.glob("vectors-*.faiss")).write_bytes(b"garbage")
+    handlers = ChatHandlers(Assistant(settings(built.parent), embedder=FakeEmbedder()), stream_delay=0)
+    status = handlers.status_markdown()
+    assert "Index not usable" in status and "damaged or truncated" in status and "No index yet" not in status
+    *_, (messages, _) = handlers.respond("苹果怎么保存？", [])
+    assert 'class="error-note"' in messages[-1]["content"] and "rebuild" in messages[-1]["content"]
+    report, status = handlers.rebuild()
+    assert "Index rebuilt" in report and "3 documents" in status
+    *_, (messages, _) = handlers.respond("苹果怎么保存？", [])
+    assert '<span class="doc">fruit.md</span>' in messages[-1]["content"]
