@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from .config import Settings, quiet_openmp
-from .errors import AssistantError
+from .errors import AssistantError, QuestionError
 
 log = logging.getLogger("assistant")
 
@@ -173,7 +173,12 @@ class _ProgressBar:
 def _ask(args, settings: Settings) -> int:
     questions = args.questions
     if questions == ["-"]:
-        questions = [line.strip() for line in sys.stdin if line.strip()]
+        try:
+            questions = [line.strip() for line in sys.stdin if line.strip()]
+        except UnicodeDecodeError:
+            raise QuestionError("the questions on stdin are not UTF-8 text; save them as UTF-8") from None
+    # Undecodable bytes in arguments arrive as lone surrogates, which cannot be printed back.
+    questions = [q.encode("utf-8", "replace").decode("utf-8") for q in questions]
     assistant = _assistant(settings)
     failures = 0
     for question in questions:

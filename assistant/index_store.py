@@ -21,6 +21,7 @@ import fcntl
 import json
 import logging
 import os
+import re
 import shutil
 import time
 import uuid
@@ -135,7 +136,34 @@ def read_manifest(folder: Path) -> dict:
     for key in ("files", "embedding", "chunking", "documents", "chunk_count"):
         if key not in manifest:
             raise IndexStoreError(f"{path} lacks {key!r}: {_REBUILD}")
+    problem = _manifest_problem(manifest)
+    if problem:
+        raise IndexStoreError(f"{path} is damaged ({problem}): {_REBUILD}")
     return manifest
+
+
+def _manifest_problem(m: dict) -> str:
+    """What is wrong with the shape of a manifest's values ('' if nothing), so a tampered one is refused clearly."""
+    emb, count = m["embedding"], m["chunk_count"]
+    if not isinstance(m["files"], dict) or not isinstance(m["chunking"], dict):
+        return "'files' and 'chunking' must be objects"
+    if not (isinstance(emb, dict) and isinstance(emb.get("model_id"), str) and isinstance(emb.get("dimension"), int)):
+        return "'embedding' needs a model_id and an integer dimension"
+    if not isinstance(count, int) or not isinstance(m["documents"], list):
+        return "'chunk_count' must be an integer and 'documents' a list"
+    first = 0
+    for number, d in enumerate(m["documents"], 1):
+        if not (isinstance(d, dict) and isinstance(d.get("source"), str) and isinstance(d.get("sha256"), str)
+                and d.get("first_chunk") == first and isinstance(d.get("chunks"), int) and d["chunks"] >= 0):
+            return f"document record {number} is malformed or its chunk range does not follow the previous one"
+        pages = d.get("pages", [])
+        if not (isinstance(pages, list) and all(isinstance(p, list) and len(p) == 2
+                                                and all(isinstance(x, int) for x in p) for p in pages)):
+            return f"the pages of {d['source']!r} are not (offset, page) pairs"
+        first += d["chunks"]
+    if first != count:
+        return f"the documents hold {first} chunks, 'chunk_count' says {count}"
+    return ""
 
 
 def check_compatible(manifest: dict, embedder: Embedder) -> None:
@@ -172,6 +200,10 @@ def load_index(folder: Path) -> LoadedIndex:
     if not (len(chunks) == vectors.ntotal == n) or vectors.d != dim:
         raise IndexStoreError(f"{folder} is inconsistent ({len(chunks)} chunks, {vectors.ntotal} vectors, manifest "
                               f"says {n}): {_REBUILD}")
+    for d in manifest["documents"]:  # each document's chunk range holds that document's chunks
+        if any(c.source != d["source"] for c in chunks[d["first_chunk"]:d["first_chunk"] + d["chunks"]]):
+            raise IndexStoreError(f"{folder} is inconsistent (the chunks of {d['source']!r} are not where the "
+                                  f"manifest says): {_REBUILD}")
     pages = {d["source"]: [tuple(p) for p in d.get("pages", [])] for d in manifest["documents"] if d.get("pages")}
     units = None
     if "units" in files:
@@ -277,6 +309,8 @@ def build_index(folder: Path, documents: list[Document], embedder: Embedder, *, 
             raise _nothing_to_index(skipped)
         removed = len(set(old) - {d.source for d in documents})
         if previous and not to_embed and not removed and len(documents) == len(old):
+            # Nothing to write, but files left by a build that was killed are still removed.
+            _remove_other_generations(folder, previous.manifest.get("generation") or "")
             return BuildReport(len(documents), len(chunks), 0, reused, 0, tuple(skipped), time.monotonic() - t0, True)
         _embed(embedder, chunks, vectors, units, to_embed, progress, embed_batch)
         lines = _chunk_lines(documents, chunks)
@@ -305,8 +339,12 @@ def _nothing_to_index(skipped) -> IndexStoreError:
                            "add .txt, .md, .pdf or .docx files with text to the corpus folder")
 
 
+_OUR_FILE = re.compile(r"\.lock|(?:\.tmp-|vectors-|chunks-|lexical-)\d{8}T\d{6}-[0-9a-f]{8}(?:\.faiss|\.jsonl)?")
+
+
 def _only_our_files(folder: Path) -> bool:
-    return all(p.name == ".lock" or p.name.startswith(".tmp-") for p in folder.iterdir())
+    """Whether a folder without a manifest holds only what a build that never finished leaves behind."""
+    return all(_OUR_FILE.fullmatch(p.name) for p in folder.iterdir())
 
 
 def _reusable(folder: Path, embedder: Embedder, size: int, overlap: int) -> LoadedIndex | None:

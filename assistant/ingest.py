@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import io
 import logging
+import os
 import re
 import zipfile
 from pathlib import Path
@@ -71,7 +72,10 @@ def scan_folder(root: Path, max_bytes: int = 50 << 20) -> tuple[list[Document], 
     for path in _walk(root, root, skipped):
         source = _source(path, root)
         try:
-            if path.is_symlink() and not path.resolve().is_relative_to(real_root):
+            if not _is_utf8(source):  # it could not be written to the index, nor shown
+                source = os.fsencode(source).decode("utf-8", "backslashreplace")
+                raise IngestError("file name is not valid UTF-8; rename the file")
+            if path.is_symlink() and not _resolves_inside(path, real_root):
                 raise IngestError("symlink points outside the corpus")
             if path.exists() and not path.is_file():
                 raise IngestError("not a regular file")
@@ -109,6 +113,12 @@ def decode_text(raw: bytes) -> tuple[str, str]:
         return _decode_checked(raw, "utf-8"), "utf-8"
     except UnicodeDecodeError:
         pass
+    utf16 = _utf16_by_characters(raw)
+    if utf16:
+        try:
+            return _decode_checked(raw, utf16), utf16
+        except UnicodeDecodeError:
+            pass
     candidates = {}
     for encoding in ("gb18030", "big5"):
         try:
@@ -224,7 +234,8 @@ def _decode_checked(raw: bytes, encoding: str) -> str:
 
 
 def _utf16_without_bom(raw: bytes) -> str | None:
-    """'utf-16-le'/'utf-16-be' when every other byte is mostly NUL (ASCII-range UTF-16), else None."""
+    """'utf-16-le'/'utf-16-be' when every other byte is mostly NUL (ASCII-range UTF-16), or when one byte
+    order reads as mostly frequent Chinese characters and ASCII (Chinese UTF-16); else None."""
     sample = raw[: 2 * _SAMPLE]
     if len(raw) % 2 or len(sample) < 2:
         return None
@@ -234,7 +245,24 @@ def _utf16_without_bom(raw: bytes) -> str | None:
         return "utf-16-le"
     if even >= 0.3 * half and odd <= 0.02 * half:
         return "utf-16-be"
-    return None
+    return _utf16_by_characters(raw)
+
+
+def _utf16_by_characters(raw: bytes) -> str | None:
+    """The byte order whose reading is mostly frequent Chinese characters and ASCII (Chinese UTF-16
+    without a BOM, where few bytes are NUL), or None."""
+    sample = raw[: 2 * _SAMPLE]
+    if len(raw) % 2 or len(sample) < 2:
+        return None
+    scores = {encoding: _utf16_plausibility(sample, encoding) for encoding in ("utf-16-le", "utf-16-be")}
+    best = max(scores, key=scores.get)
+    return best if scores[best] >= 0.5 and scores[best] >= 2 * min(scores.values()) else None
+
+
+def _utf16_plausibility(sample: bytes, encoding: str) -> float:
+    """Share of the sample's characters that are printable ASCII, whitespace or frequent Chinese."""
+    text = sample.decode(encoding, errors="replace")
+    return sum(c in _COMMON_CJK or " " <= c <= "~" or c in "\t\r\n" for c in text) / max(len(text), 1)
 
 
 def _cjk_score(text: str, encoding: str) -> float:
@@ -270,6 +298,21 @@ def _walk(folder: Path, root: Path, skipped: list[tuple[str, str]]) -> Iterator[
             yield from _walk(path, root, skipped)
         elif not (path.is_dir() and path.resolve().is_relative_to(root.resolve())):
             yield path
+
+
+def _resolves_inside(link: Path, real_root: Path) -> bool:
+    try:
+        return link.resolve().is_relative_to(real_root)
+    except (OSError, RuntimeError):  # RuntimeError: a symlink loop (Python 3.11)
+        raise IngestError("symlink loop (the link leads back to itself)") from None
+
+
+def _is_utf8(name: str) -> bool:
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:  # undecodable bytes of a file name arrive as lone surrogates
+        return False
+    return True
 
 
 def _source(path: Path, root: Path) -> str:

@@ -117,7 +117,9 @@ class Assistant:
 
     # -- questions ---------------------------------------------------------------------------------
     def clean_question(self, question: str) -> str:
-        question = _CONTROL.sub(" ", question or "").strip()
+        # Lone surrogates (undecodable bytes from a terminal, broken JSON escapes) cannot be encoded for a tokenizer.
+        question = (question or "").encode("utf-8", "replace").decode("utf-8")
+        question = _CONTROL.sub(" ", question).strip()
         if not question:
             raise QuestionError("the question is empty: type a question")
         if len(question) > self.settings.max_question_chars:

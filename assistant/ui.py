@@ -358,7 +358,8 @@ class ChatHandlers:
         try:
             status = self.assistant.status()
         except AssistantError as exc:
-            return f"**No index yet.** {html.escape(str(exc))}\n\nAdd documents below, or press *Rebuild index*."
+            title = "Index not usable." if (self.settings.index / "manifest.json").exists() else "No index yet."
+            return f"**{title}** {html.escape(str(exc))}\n\nAdd documents below, or press *Rebuild index*."
         built = status.get("built_at", "").replace("T", " ").replace("Z", " UTC")
         lines = [f"**{status['documents']} documents · {status['chunks']} passages**",
                  f"<span class='muted'>model {html.escape(status['embedding_model'])}<br>built {built}</span>"]

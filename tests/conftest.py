@@ -4,6 +4,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import sys
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch / faiss load (see assistant/config.py)
 
@@ -69,38 +70,22 @@ def fake_embedder() -> FakeEmbedder:
 ROOT = __import__("pathlib").Path(__file__).resolve().parent.parent
 
 
+sys.path.insert(0, str(ROOT / "tests" / "offline"))
+import offline_guard  # noqa: E402  (tests/offline: also loaded by child processes, see offline_env)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def offline():
+    """The whole suite runs offline: outbound connections and name lookups raise; loopback and Unix sockets
+    work. Child processes get the same guard through ``offline_guard.offline_env()``."""
+    originals = offline_guard.install()
+    yield
+    offline_guard.uninstall(originals)
+
+
 @pytest.fixture
-def no_network(monkeypatch):
-    """Outbound sockets raise; loopback and Unix sockets still work."""
-    import ipaddress
-    import socket
-
-    real_connect = socket.socket.connect
-    real_connect_ex = socket.socket.connect_ex
-
-    def allowed(sock, address) -> bool:
-        if sock.family == socket.AF_UNIX:
-            return True
-        host = address[0]
-        if host == "localhost":
-            return True
-        try:
-            return ipaddress.ip_address(host).is_loopback
-        except ValueError:
-            return False
-
-    def connect(sock, address):
-        if not allowed(sock, address):
-            raise OSError(f"network access blocked in tests: {address}")
-        return real_connect(sock, address)
-
-    def connect_ex(sock, address):
-        if not allowed(sock, address):
-            raise OSError(f"network access blocked in tests: {address}")
-        return real_connect_ex(sock, address)
-
-    monkeypatch.setattr(socket.socket, "connect", connect)
-    monkeypatch.setattr(socket.socket, "connect_ex", connect_ex)
+def no_network(offline):
+    """Kept for tests that name it: the suite-wide guard is already on."""
 
 
 @pytest.fixture(scope="session")

@@ -27,6 +27,7 @@ from assistant.types import Answer, Citation
 from assistant.ui import (PENDING, ChatHandlers, answer_markdown, build_app, is_follow_up, launch_options,
                           message_text, render_answer, resolve_query, safe_name, stage_uploads, stream_cuts)
 from conftest import FakeEmbedder
+from offline_guard import offline_env
 
 ROOT = Path(__file__).resolve().parent.parent
 OFFSITE = "# 团队团建\n\n我们的年度团建地点定在杭州千岛湖，时间是十月第二周，预算每人两千元。\n"
@@ -376,9 +377,9 @@ def running_app(folder: Path, index: Path, timeout: float = 300):
     shutil.copytree(ROOT / "corpus", folder / "corpus")
     shutil.copytree(index, folder / "index", ignore=shutil.ignore_patterns(".lock"))
     port = _free_port()
-    env = {**os.environ, "ASSISTANT_HOST": "127.0.0.1", "ASSISTANT_PORT": str(port), "HF_HUB_OFFLINE": "1",
-           "ASSISTANT_CORPUS": str(folder / "corpus"), "ASSISTANT_INDEX": str(folder / "index"),
-           "GRADIO_ANALYTICS_ENABLED": "False", "PYTHONUNBUFFERED": "1"}
+    env = offline_env({**os.environ, "ASSISTANT_HOST": "127.0.0.1", "ASSISTANT_PORT": str(port),
+                       "ASSISTANT_CORPUS": str(folder / "corpus"), "ASSISTANT_INDEX": str(folder / "index"),
+                       "PYTHONUNBUFFERED": "1"})
     log = open(folder / "server.log", "w")
     process = subprocess.Popen([sys.executable, str(ROOT / "app.py")], cwd=ROOT, env=env, stdout=log,
                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
