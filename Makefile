@@ -31,7 +31,7 @@ browser:
 	sh scripts/install-browser.sh
 
 test-fast: install
-	$(BIN)/python -m pytest -q -m "not e2e"
+	$(BIN)/python -m pytest -q -m "not e2e and not slow"
 
 bench: models
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test,bench]'

@@ -339,7 +339,7 @@ def _nothing_to_index(skipped) -> IndexStoreError:
                            "add .txt, .md, .pdf or .docx files with text to the corpus folder")
 
 
-_OUR_FILE = re.compile(r"\.lock|(?:\.tmp-|vectors-|chunks-|lexical-)\d{8}T\d{6}-[0-9a-f]{8}(?:\.faiss|\.jsonl)?")
+_OUR_FILE = re.compile(r"\.lock|(?:\.tmp-|vectors-|chunks-|lexical-|units-)\d{8}T\d{6}-[0-9a-f]{8}(?:\.faiss|\.jsonl)?")
 
 
 def _only_our_files(folder: Path) -> bool:
