@@ -261,8 +261,12 @@ def build_lock(folder: Path):
 
 def build_index(folder: Path, documents: list[Document], embedder: Embedder, *, chunk_size: int, chunk_overlap: int,
                 skipped: list[tuple[str, str]] = (), corpus: Path | None = None, rebuild: bool = False,
-                progress: Progress | None = None, embed_batch: int = 64) -> BuildReport:
+                progress: Progress | None = None, embed_batch: int = 64,
+                loaded: LoadedIndex | None = None) -> BuildReport:
     """Build (or update) the index in ``folder`` from ``documents``.
+
+    ``loaded``: the index as a server already holds it in memory; used instead of reading the folder
+    again when it is still the generation that the folder's manifest names.
 
     Documents whose content hash and chunking are unchanged keep their vectors; only new and changed
     documents are embedded. ``rebuild=True`` re-embeds everything.
@@ -275,7 +279,7 @@ def build_index(folder: Path, documents: list[Document], embedder: Embedder, *, 
         raise IndexStoreError(f"{folder} is not empty and is not an assistant index: refusing to write into it; "
                               "pick another --index")
     with build_lock(folder):
-        previous = _reusable(folder, embedder, chunk_size, chunk_overlap) if not rebuild else None
+        previous = _reusable(folder, embedder, chunk_size, chunk_overlap, loaded) if not rebuild else None
         old = {d["source"]: d for d in previous.manifest["documents"]} if previous else {}
         chunks: list[Chunk] = []
         vectors: list[np.ndarray | None] = []
@@ -347,12 +351,15 @@ def _only_our_files(folder: Path) -> bool:
     return all(_OUR_FILE.fullmatch(p.name) for p in folder.iterdir())
 
 
-def _reusable(folder: Path, embedder: Embedder, size: int, overlap: int) -> LoadedIndex | None:
+def _reusable(folder: Path, embedder: Embedder, size: int, overlap: int,
+              loaded: LoadedIndex | None = None) -> LoadedIndex | None:
     """The previous index if its vectors can be reused; a foreign model is refused, not mixed."""
     if not (folder / MANIFEST).exists():
         return None
     try:
-        previous = load_index(folder)
+        current = loaded is not None and loaded.folder.resolve() == folder.resolve() and \
+            read_manifest(folder).get("generation") == loaded.manifest.get("generation")
+        previous = loaded if current else load_index(folder)
     except IndexStoreError as exc:
         log.warning("previous index not reusable, rebuilding from scratch: %s", exc)
         return None
@@ -381,7 +388,7 @@ def _embed(embedder: Embedder, chunks: list[Chunk], vectors: list, units: list, 
             spans_ = [[(s.start, s.end) for s in spans(t)] for t in texts]
             out, unit_out = late(texts, titles, spans_)
             for i, sp, uv in zip(ids, spans_, unit_out, strict=True):
-                units[i] = (np.asarray(sp, dtype=np.int32).reshape(-1, 2), uv)
+                units[i] = (np.asarray(sp, dtype=np.int32).reshape(-1, 2), np.asarray(uv, dtype=np.float16))
         else:
             out = embedder.embed_documents(texts, titles)
         for i, v in zip(ids, out, strict=True):

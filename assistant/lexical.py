@@ -72,7 +72,7 @@ class LexicalIndex:
                                                      < len(vocab)):
             raise ValueError("lexical token tables are out of step")
         self.vocab = vocab
-        self._ids = {t: i for i, t in enumerate(vocab)}
+        self._ids = dict(zip(vocab, range(len(vocab))))
         self.token_ids, self.offsets = token_ids, offsets
         self.k1, self.b = k1, b
         self._matrix = self._weights()

@@ -77,7 +77,8 @@ class Assistant:
         documents, skipped = scan_folder(corpus, self.settings.max_file_mb << 20)
         report = build_index(self.settings.index, documents, self.embedder, chunk_size=self.settings.chunk_size,
                              chunk_overlap=self.settings.chunk_overlap, skipped=skipped, corpus=corpus,
-                             rebuild=rebuild, progress=progress)
+                             rebuild=rebuild, progress=progress,
+                             loaded=self._serving.index if self._serving is not None else None)
         if not report.unchanged or self._serving is None:
             self.reload()
         return report
