@@ -64,7 +64,7 @@ class LexicalIndex:
     """BM25 over chunk texts. ``scores(query)`` is one sparse row sum: no Python loop over chunks."""
 
     def __init__(self, vocab: list[str], token_ids: np.ndarray, offsets: np.ndarray, k1: float = 1.5,
-                 b: float = 0.75) -> None:
+                 b: float = 0.75, ids: dict[str, int] | None = None) -> None:
         token_ids = np.asarray(token_ids, dtype=np.int32)
         offsets = np.asarray(offsets, dtype=np.int64)
         if offsets.ndim != 1 or len(offsets) == 0 or offsets[0] != 0 or offsets[-1] != len(token_ids) \
@@ -72,7 +72,7 @@ class LexicalIndex:
                                                      < len(vocab)):
             raise ValueError("lexical token tables are out of step")
         self.vocab = vocab
-        self._ids = dict(zip(vocab, range(len(vocab))))
+        self._ids = ids if ids is not None else dict(zip(vocab, range(len(vocab))))
         self.token_ids, self.offsets = token_ids, offsets
         self.k1, self.b = k1, b
         self._matrix = self._weights()
@@ -103,6 +103,7 @@ class LexicalIndex:
         previous = next((r[0] for r in reuse or () if r is not None), None)
         vocab = list(previous.vocab) if previous else []  # old ids stay valid: new tokens are appended
         ids = dict(previous._ids) if previous else {}
+        known_count = len(ids)
         parts, lengths = [], []
         for i, text in enumerate(texts):
             known = reuse[i] if reuse else None
@@ -112,11 +113,11 @@ class LexicalIndex:
                 row = np.fromiter((ids.setdefault(t, len(ids)) for t in tokenize(text)), dtype=np.int32)
             parts.append(row)
             lengths.append(len(row))
-        vocab += sorted(set(ids) - set(vocab), key=ids.get)
+        vocab += list(ids)[known_count:] if len(ids) > known_count else []  # dicts keep insertion order
         offsets = np.zeros(len(texts) + 1, dtype=np.int64)
         np.cumsum(lengths, out=offsets[1:])
         token_ids = np.concatenate(parts).astype(np.int32) if parts else np.zeros(0, np.int32)
-        return cls(vocab, token_ids, offsets)
+        return cls(vocab, token_ids, offsets, ids=ids)
 
     def save(self, folder: Path) -> None:
         folder.mkdir()

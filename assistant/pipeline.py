@@ -79,7 +79,9 @@ class Assistant:
                              chunk_overlap=self.settings.chunk_overlap, skipped=skipped, corpus=corpus,
                              rebuild=rebuild, progress=progress,
                              loaded=self._serving.index if self._serving is not None else None)
-        if not report.unchanged or self._serving is None:
+        if report.index is not None:  # serve what was just written, without reading it back
+            self._serving = _Serving(report.index, HybridRetriever(report.index, self.embedder))
+        elif not report.unchanged or self._serving is None:
             self.reload()
         return report
 

@@ -118,6 +118,21 @@ def test_build_then_load_round_trip(tmp_path, fake_embedder):
     assert loaded.model_id == "fake/char-ngrams"
 
 
+def test_the_index_a_build_returns_equals_the_one_read_back(tmp_path, fake_embedder):
+    folder = tmp_path / "index"
+    docs = documents() + [make_document("book.pdf", "第一页的内容。\n第二页的内容。", pages=((0, 1), (8, 2)))]
+    written = build(folder, fake_embedder, docs).index
+    read = load_index(folder)
+    assert written.chunks == read.chunks and written.lines == read.lines and written.pages == read.pages
+    assert json.loads(json.dumps(written.manifest)) == read.manifest
+    n = read.vectors.ntotal
+    np.testing.assert_array_equal(written.vectors.reconstruct_n(0, n), read.vectors.reconstruct_n(0, n))
+    for name in ("vectors", "offsets", "spans"):
+        np.testing.assert_array_equal(getattr(written.units, name), getattr(read.units, name))
+    for query in ["苹果", "Python lists", "第二页"]:
+        np.testing.assert_array_equal(written.lexical.scores(query), read.lexical.scores(query))
+
+
 def test_unit_vectors_are_stored_for_every_sentence_of_every_chunk(built):
     loaded = load_index(built)
     assert loaded.units is not None and len(loaded.units) == len(loaded.chunks)
