@@ -289,3 +289,76 @@ def test_real_llm_streams_on_the_command_line(real_index, capsys):
     assert "Checked against the documents" in out and "Sources:" in out
     draft = out.split("Checked against the documents")[0]
     assert len(draft.strip()) > 40 and not is_chinese(draft.split("\n", 2)[-1])
+
+
+# -- the chat page ------------------------------------------------------------------------------------
+class SlowLoadingReader(GenerativeReader):
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.is_loaded = False
+
+    @property
+    def loaded(self) -> bool:
+        return self.is_loaded
+
+    def load(self) -> None:
+        self.is_loaded = True
+
+
+@pytest.fixture
+def page_assistant(tmp_path):
+    from assistant.pipeline import Assistant
+
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    for source, text in DOCUMENTS.items():
+        (corpus / source).write_text(text, "utf-8")
+    embedder = FakeEmbedder(512)
+    assistant = Assistant(Settings(home=tmp_path, corpus=corpus, index=tmp_path / "index", min_evidence=0.1),
+                          embedder=embedder)
+    assistant.build()
+    return assistant
+
+
+def test_page_answers_with_the_extractive_reader_while_the_llm_loads(page_assistant, monkeypatch):
+    from assistant.llm_ui import LOADING
+    from assistant.ui import ChatHandlers
+
+    llm = SlowLoadingReader(page_assistant.embedder, FakeLLM("Boil the pasta in salted water for nine minutes [1]."),
+                            min_evidence=0.1, min_support=0.8)
+    monkeypatch.setitem(page_assistant._readers, "llm", llm)
+    handlers = ChatHandlers(page_assistant, stream_delay=0)
+    *_, (first, _) = handlers.respond("How long do I boil pasta in salted water?", [], "llm")
+    assert html_unescape(LOADING) in html_unescape(first[-1]["content"])
+    handlers.readers._loading.join(5)
+    outputs = list(handlers.respond("How long do I boil pasta in salted water?", [], "llm"))
+    drafts = [m[-1]["content"] for m, _ in outputs[1:-1]]
+    assert drafts and all('class="draft"' in d and 'class="cite"' not in d for d in drafts)
+    final = outputs[-1][0][-1]["content"]
+    assert '<span class="cite">[1]</span>' in final and "cooking.md" in final and "still loading" not in final
+
+
+def test_page_says_why_the_llm_cannot_answer(page_assistant, monkeypatch):
+    from assistant.ui import ChatHandlers
+
+    monkeypatch.setattr(generative, "llama_available", lambda: False)
+    handlers = ChatHandlers(page_assistant, stream_delay=0)
+    *_, (messages, _) = handlers.respond("How long do I boil pasta?", [], "llm")
+    content = messages[-1]["content"]
+    assert "make install-llm" in content and "extractive reader quoted this answer" in content
+    assert 'class="cite"' in content  # still answered, by the extractive reader
+
+
+def test_unsupported_sentences_are_shown_as_not_in_the_documents():
+    from assistant.llm_ui import checked_markdown
+
+    shown = checked_markdown(f"Boil it. [1] Mars is red. {UNSUPPORTED}", {1})
+    assert '<span class="cite">[1]</span>' in shown
+    assert 'class="unsupported"' in shown and "not in the documents" in shown and "[?]" not in shown
+    assert shown.count('class="cite"') == 1
+
+
+def html_unescape(text: str) -> str:
+    import html
+
+    return html.unescape(text)
