@@ -43,8 +43,11 @@ from .types import Citation
 log = logging.getLogger(__name__)
 
 # Calibrated on tests/data/eval.jsonl (see BENCHMARKS.md, "Generative reader"): cosine similarity
-# between an answer sentence and the best unit of its passage, below which the sentence is unsupported.
-DEFAULT_MIN_SUPPORT = 0.60
+# between an answer sentence and a passage unit below which the unit does not support it. Sentence and
+# unit in different scripts (an English sentence, a Chinese passage) score lower for the same content,
+# so they get their own threshold; both let about 5% of sentences pass against unrelated documents.
+DEFAULT_MIN_SUPPORT = 0.68
+DEFAULT_MIN_SUPPORT_CROSS = 0.58
 UNSUPPORTED = "[?]"  # shown after a sentence that failed the grounding check; never a citation
 INSTALL_HINT = ("the LLM reader needs llama-cpp-python: run `make install-llm` "
                 "(or CMAKE_ARGS=-DGGML_NATIVE=OFF pip install --no-cache-dir '.[llm]')")
@@ -210,8 +213,11 @@ def passage_units(text: str) -> list[Span]:
 
 
 def check_sentences(sentences: list[Sentence], passages: Passages, shown: int, embedder: Embedder,
-                    min_support: float) -> list[Checked]:
-    """Tie each sentence to the passage that supports it best (its own valid [n] first), with the score."""
+                    min_support: float, min_support_cross: float | None = None) -> list[Checked]:
+    """Tie each sentence to the passage that supports it best (its own valid [n] first), with the score.
+
+    A unit supports a sentence when their similarity reaches ``min_support`` (``min_support_cross``
+    when one is Chinese and the other not); the best unit is the one furthest above its threshold."""
     hits = passages.hits[:shown]
     if not sentences or not hits:
         return [Checked(s, None, None, 0.0) for s in sentences]
@@ -220,18 +226,23 @@ def check_sentences(sentences: list[Sentence], passages: Passages, shown: int, e
                                        [hits[r].chunk.heading for r, u in units])
     claims = embedder.embed_documents([claim_text(s) for s in sentences])
     similarity = claims @ vectors.T  # sentences x units
+    cross = min_support if min_support_cross is None else min_support_cross
+    sentence_zh = np.array([is_chinese(claim_text(s)) for s in sentences])
+    unit_zh = np.array([is_chinese(hits[r].chunk.text[u.start:u.end]) for r, u in units])
+    margin = similarity - np.where(sentence_zh[:, None] != unit_zh[None, :], cross, min_support)
     ranks = np.array([r for r, _ in units])
     checked = []
     for i, sentence in enumerate(sentences):
-        best = {}  # passage rank -> (score, unit index)
+        best = {}  # passage rank -> (margin, unit index) of its best unit
         for rank in range(len(hits)):
             idx = np.flatnonzero(ranks == rank)
-            j = int(idx[np.argmax(similarity[i, idx])])
-            best[rank] = (float(similarity[i, j]), j)
-        own = [n - 1 for n in sentence.markers if 1 <= n <= len(hits) and best[n - 1][0] >= min_support]
+            j = int(idx[np.argmax(margin[i, idx])])
+            best[rank] = (float(margin[i, j]), j)
+        own = [n - 1 for n in sentence.markers if 1 <= n <= len(hits) and best[n - 1][0] >= 0]
         rank = max(own, key=lambda r: best[r][0]) if own else max(best, key=lambda r: best[r][0])
-        score, j = best[rank]
-        if score >= min_support:
+        j = best[rank][1]
+        score = float(similarity[i, j])
+        if best[rank][0] >= 0:
             checked.append(Checked(sentence, rank, units[j][1], score))
         else:
             checked.append(Checked(sentence, None, None, score))
@@ -263,14 +274,17 @@ class GenerativeReader:
     name = "llm"
 
     def __init__(self, embedder: Embedder, llm: ChatModel, min_evidence: float = DEFAULT_MIN_EVIDENCE,
-                 min_support: float = DEFAULT_MIN_SUPPORT, passages: int = 3, passage_chars: int = 350,
-                 max_tokens: int = 160) -> None:
+                 min_support: float = DEFAULT_MIN_SUPPORT, min_support_cross: float | None = None,
+                 passages: int = 3, passage_chars: int = 350, max_tokens: int = 160) -> None:
         if passages <= 0 or passage_chars <= 0 or max_tokens <= 0:
             raise ValueError("passages, passage_chars and max_tokens must be positive")
         self.embedder = embedder
         self.llm = llm
         self.min_evidence = min_evidence
         self.min_support = min_support
+        # Unless given, the cross-script threshold keeps its calibrated distance below the main one.
+        self.min_support_cross = (min_support - (DEFAULT_MIN_SUPPORT - DEFAULT_MIN_SUPPORT_CROSS)
+                                  if min_support_cross is None else min_support_cross)
         self.passages = passages
         self.passage_chars = passage_chars
         self.max_tokens = max_tokens
@@ -306,7 +320,8 @@ class GenerativeReader:
 
     def check(self, draft: str, passages: Passages) -> Reading:
         """The grounding check of a finished draft, as a Reading."""
-        checked = check_sentences(split_sentences(draft), passages, self.passages, self.embedder, self.min_support)
+        checked = check_sentences(split_sentences(draft), passages, self.passages, self.embedder, self.min_support,
+                                  self.min_support_cross)
         if not any(c.supported for c in checked):
             return self._abstain(passages)
         text, citations = assemble(checked, passages)

@@ -55,7 +55,19 @@ def answer_language_ok(answer, lang: str) -> bool | None:
     return is_chinese(text) == (lang == "zh")
 
 
-def run(assistant: Assistant, reader_name: str, questions, corpus: Path) -> dict:
+class Replay:
+    """A ChatModel that gives back the drafts of an earlier run (greedy decoding: the same text again)."""
+
+    def __init__(self, drafts: dict[str, str]) -> None:
+        self.drafts = drafts
+
+    def chat(self, messages, max_tokens):
+        user = messages[-1]["content"]
+        question = user[user.rindex("\nQuestion: ") + len("\nQuestion: "):].rsplit("\n", 1)[0]
+        yield self.drafts[question]
+
+
+def run(assistant: Assistant, reader_name: str, questions, corpus: Path, reader=None, timings=None) -> dict:
     from assistant.ingest import read_document
 
     texts: dict[str, str] = {}
@@ -65,8 +77,9 @@ def run(assistant: Assistant, reader_name: str, questions, corpus: Path) -> dict
             texts[source] = read_document(corpus / source, corpus).text
         return texts[source]
 
-    reader = assistant.reader_named(reader_name)
+    reader = reader or assistant.reader_named(reader_name)
     recorder = Recorder(reader) if reader_name == "llm" else reader
+    questions = list(questions)
     rows, drafts = [], []
     for i, q in enumerate(questions):
         *_, answer = assistant.ask_stream(q.question, reader=recorder)
@@ -78,7 +91,9 @@ def run(assistant: Assistant, reader_name: str, questions, corpus: Path) -> dict
                    supported=sum(1 for s in sentences if s.markers) if reader_name == "llm" else len(sentences),
                    first_ms=answer.timings_ms.get("first_text", answer.timings_ms["total"]),
                    total_ms=answer.timings_ms["total"])
-        if reader_name == "llm" and recorder.last is not None:
+        if timings:  # a replay: the latency is the original run's
+            row.update(first_ms=timings[q.id]["first_ms"], total_ms=timings[q.id]["total_ms"], ms=timings[q.id]["ms"])
+        if reader_name == "llm" and getattr(recorder, "last", None) is not None:
             drafts.append((q, *recorder.last))
             row["draft"] = recorder.last[1]
             recorder.last = None
@@ -107,17 +122,36 @@ def run(assistant: Assistant, reader_name: str, questions, corpus: Path) -> dict
 
 
 def calibration(reader, drafts) -> dict:
-    """Best support score of every draft sentence: against its own passages, and against the next question's."""
-    own, other = [], []
-    for i, (q, passages, draft) in enumerate(drafts):
+    """Best support score of every draft sentence against its own 3 passages (what the check uses), and
+    against the passages of another question none of whose passages comes from the same documents
+    (negatives: support there would be a false pass). Sentences and units are embedded once each."""
+    import numpy as np
+
+    from assistant.generative import claim_text, passage_units
+
+    prepared = []
+    for q, passages, draft in drafts:
         sentences = split_sentences(draft)
-        if not sentences:
+        hits = passages.hits[:reader.passages]
+        if not sentences or not hits:
             continue
-        wrong = drafts[(i + 1) % len(drafts)][1]
-        for target, out in ((passages, own), (wrong, other)):
-            checked = check_sentences(sentences, target, reader.passages, reader.embedder, min_support=2.0)
-            out += [round(c.score, 4) for c in checked]
-    return {"own": own, "other": other}
+        units = [(hit, u) for hit in hits for u in passage_units(hit.chunk.text)]
+        unit_vectors = reader.embedder.embed_documents([h.chunk.text[u.start:u.end] for h, u in units],
+                                                       [h.chunk.heading for h, u in units])
+        claims = reader.embedder.embed_documents([claim_text(s) for s in sentences])
+        sources = {h.chunk.source for h in hits} | set(q.sources)
+        prepared.append((q, sentences, claims, unit_vectors, sources))
+    own, other, english, other_english = [], [], [], []
+    for i, (q, sentences, claims, units, sources) in enumerate(prepared):
+        own += [round(float(x), 4) for x in (claims @ units.T).max(axis=1)]
+        english += [not is_chinese(s.text) for s in sentences]
+        for k in range(1, len(prepared)):
+            _, _, _, wrong, wrong_sources = prepared[(i + k) % len(prepared)]
+            if not wrong_sources & sources:
+                other += [round(float(x), 4) for x in (claims @ wrong.T).max(axis=1)]
+                other_english += [not is_chinese(s.text) for s in sentences]
+                break
+    return {"own": own, "other": other, "own_english": english, "other_english": other_english}
 
 
 def main() -> int:
@@ -126,6 +160,10 @@ def main() -> int:
     p.add_argument("--ids", default="", help="comma-separated question ids (default: all)")
     p.add_argument("--every", type=int, default=1, help="every N-th question of the file")
     p.add_argument("--out", type=Path, default=ROOT / ".bench-cache" / "readers.json")
+    p.add_argument("--replay", type=Path, default=None,
+                   help="re-check the LLM drafts of an earlier --out file (with --min-support) instead of generating")
+    p.add_argument("--min-support", type=float, default=None)
+    p.add_argument("--min-support-cross", type=float, default=None)
     args = p.parse_args()
     questions = load_questions(ROOT / "tests" / "data" / "eval.jsonl")
     if args.ids:
@@ -138,7 +176,21 @@ def main() -> int:
     assistant.build()
     print(f"index ready in {time.monotonic() - t0:.1f}s", file=sys.stderr)
     results = {"questions": [q.id for q in questions], "settings": {"llm_threads": settings.llm_threads}}
-    for name in (["extractive", "llm"] if args.reader == "both" else [args.reader]):
+    if args.replay:
+        from assistant.generative import DEFAULT_MIN_SUPPORT, GenerativeReader
+
+        old = json.loads(args.replay.read_text("utf-8"))
+        rows = {r["id"]: r for r in old["llm"]["rows"]}
+        drafts = {r["question"]: r.get("draft", "") for r in rows.values()}
+        reader = GenerativeReader(assistant.embedder, Replay(drafts), settings.min_evidence or 0.45,
+                                  args.min_support or DEFAULT_MIN_SUPPORT, args.min_support_cross)
+        questions = [q for q in questions if q.id in rows]
+        results["llm"] = run(assistant, "llm", questions, ROOT / "corpus", reader, rows)
+        results["replay_of"] = str(args.replay)
+        results["min_support"] = [reader.min_support, reader.min_support_cross]
+        results["extractive"] = old.get("extractive")
+        print(json.dumps({"llm": results["llm"]["metrics"]}, indent=1), file=sys.stderr)
+    for name in ([] if args.replay else ["extractive", "llm"] if args.reader == "both" else [args.reader]):
         if name == "llm":
             t0 = time.monotonic()
             assistant.reader_named("llm").load()
