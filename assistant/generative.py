@@ -56,7 +56,7 @@ SYSTEM = ("You answer questions using only the numbered passages from the user's
           "After each statement, cite the passage it comes from as [1], [2] or [3]. "
           "If the passages do not answer the question, say only that the documents do not cover it. "
           "Be brief: at most five sentences. Do not add facts that are not in the passages.")
-_LANGUAGE = {True: "请用中文回答。", False: "Answer in English."}
+_LANGUAGE = {True: "请用中文回答。", False: "Answer in English (the passages may be in Chinese: translate what you use)."}
 
 # [1] [1, 2] [1][2] 【1】 [^1] [passage 1]: the numbers a sentence cites.
 _MARKER = re.compile(r"\s*(?:\[\s*(?:\^|passage\s*|source\s*)?(\d+(?:\s*[,，、]\s*\d+)*)\s*\]|【\s*(\d+)\s*】|\[\?\])",
@@ -115,6 +115,7 @@ class LlamaModel:
     def chat(self, messages: list[dict], max_tokens: int) -> Iterator[str]:
         llm = self.load()
         with self._lock:
+            llm.reset()  # no prompt-prefix reuse from the previous question: the same prompt gives the same answer
             for chunk in llm.create_chat_completion(messages=messages, max_tokens=max_tokens, temperature=0.0,
                                                     top_k=1, stream=True):
                 delta = chunk["choices"][0].get("delta", {}).get("content")
