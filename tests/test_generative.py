@@ -5,6 +5,7 @@ import builtins
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 import assistant.generative as generative
@@ -102,6 +103,42 @@ def test_a_valid_marker_wins_over_a_slightly_better_passage():
     sentence = split_sentences("Drain it and add olive oil [2].")
     checked = check_sentences(sentence, passages, 3, embedder, min_support=0.3)
     assert checked[0].passage == 1  # its own [2] (rank 1) supports it, so it keeps it
+
+
+class AxisEmbedder:
+    """Each known text is a unit vector on its own axis; a claim leans on one text's axis by a set cosine."""
+
+    def __init__(self, claims: dict[str, tuple[str, float]]) -> None:
+        self.claims = claims
+        self.axes: dict[str, int] = {}
+
+    def _axis(self, text: str) -> np.ndarray:
+        v = np.zeros(64, dtype=np.float32)
+        v[self.axes.setdefault(text, len(self.axes))] = 1.0
+        return v
+
+    def embed_documents(self, texts, titles=None):
+        rows = []
+        for text in texts:
+            if text in self.claims:
+                target, cosine = self.claims[text]
+                rows.append(cosine * self._axis(target) + np.sqrt(1 - cosine ** 2) * self._axis(text))
+            else:
+                rows.append(self._axis(text))
+        return np.stack(rows)
+
+    def embed_queries(self, texts):
+        return self.embed_documents(texts)
+
+
+def test_sentences_in_another_script_than_the_passage_have_their_own_threshold():
+    embedder = AxisEmbedder({"Tomatoes need plenty of sun.": ("番茄需要充足的阳光和每天浇水。", 0.62),
+                             "Pasta takes nine minutes.": ("Boil the pasta in salted water for nine minutes.", 0.62)})
+    passages = make_passages("question", embedder)
+    sentences = split_sentences("Tomatoes need plenty of sun. Pasta takes nine minutes.")
+    checked = check_sentences(sentences, passages, 3, embedder, min_support=0.68, min_support_cross=0.58)
+    assert [c.passage for c in checked] == [0, None]  # English claim on a Chinese passage passes at 0.62
+    assert [round(c.score, 2) for c in checked] == [0.62, 0.62]
 
 
 def test_supported_sentences_are_cited_verbatim_and_unsupported_ones_marked():
