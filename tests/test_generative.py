@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import builtins
+import json
 import os
 from pathlib import Path
 
@@ -399,3 +400,48 @@ def html_unescape(text: str) -> str:
     import html
 
     return html.unescape(text)
+
+
+@pytest.fixture
+def cli_with_fake_llm(monkeypatch, tmp_path):
+    """The CLI over a small corpus, with the fake embedder and a fake LLM behind --reader llm."""
+    for name in list(os.environ):
+        if name.startswith("ASSISTANT_"):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("ASSISTANT_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("ASSISTANT_MIN_EVIDENCE", "0.1")
+    embedder = FakeEmbedder(512)
+    monkeypatch.setattr(pipeline, "make_embedder", lambda settings, show_progress=False: embedder)
+    reply = "Boil the pasta in salted water for nine minutes [1]. Quantum chromodynamics explains the strong force."
+    monkeypatch.setattr(generative, "make_generative_reader", lambda settings, embedder: GenerativeReader(
+        embedder, FakeLLM(reply), settings.min_evidence, min_support=0.8))
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    for source, text in DOCUMENTS.items():
+        (corpus / source).write_text(text, "utf-8")
+    assert main(["index", "build", "--corpus", str(corpus), "--index", str(tmp_path / "index")]) == 0
+    return tmp_path
+
+
+def test_cli_streams_the_draft_then_prints_the_checked_answer(cli_with_fake_llm, capsys):
+    capsys.readouterr()
+    code = main(["ask", "--reader", "llm", "--index", str(cli_with_fake_llm / "index"), "How long does pasta boil?"])
+    out = capsys.readouterr().out
+    assert code == 0
+    draft, checked = out.split("Checked against the documents")
+    assert "Boil the pasta in salted water for nine minutes [1]. Quantum chromodynamics explains the strong force." in draft
+    assert "Boil the pasta in salted water for nine minutes. [1] Quantum chromodynamics explains the strong force. [?]" in checked
+    assert "[1] cooking.md" in checked and "[2]" not in checked
+
+
+def test_cli_eval_with_the_llm_reader(cli_with_fake_llm, tmp_path, capsys):
+    questions = tmp_path / "eval.jsonl"
+    questions.write_text(json.dumps({"id": "p1", "question": "How long does pasta boil in salted water?",
+                                     "sources": ["cooking.md"], "keys": ["nine minutes"]}) + "\n", "utf-8")
+    capsys.readouterr()
+    code = main(["eval", "--reader", "llm", "--json", "--corpus", str(tmp_path / "corpus"),
+                 "--index", str(tmp_path / "index"), str(questions)])
+    report = json.loads(capsys.readouterr().out)
+    assert code == 0
+    assert report["metrics"]["hit@1"] == 1.0 and report["metrics"]["citation_validity"] == 1.0
+    assert report["metrics"]["key_recall"] == 1.0
