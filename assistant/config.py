@@ -17,6 +17,7 @@ def quiet_openmp() -> None:
     """
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
+
 READERS = ("extractive", "llm")
 
 

@@ -174,4 +174,5 @@ class Assistant:
         yield Answer(question, reading.text, reading.abstained, reading.citations, reading.related,
                      query if query != question else "", timings)
 
+
 __all__ = ["Assistant", "make_embedder", "IndexStoreError"]
