@@ -10,14 +10,15 @@ import logging
 import sys
 from pathlib import Path
 
-from .config import Settings, quiet_openmp
+from .config import READERS, Settings, quiet_openmp
 from .errors import AssistantError, QuestionError
 
 log = logging.getLogger("assistant")
 
 EPILOG = """configuration (environment): ASSISTANT_HOME (model cache, default ~/.cache/assistant),
 ASSISTANT_CORPUS, ASSISTANT_INDEX, ASSISTANT_EMBED_MODEL (local folder or hub id), ASSISTANT_EMBED_DTYPE
-(bf16|fp32), ASSISTANT_TOP_K, ASSISTANT_MIN_EVIDENCE, ASSISTANT_CHUNK_SIZE; see README.md."""
+(bf16|fp32), ASSISTANT_TOP_K, ASSISTANT_MIN_EVIDENCE, ASSISTANT_CHUNK_SIZE, ASSISTANT_READER (extractive|llm),
+ASSISTANT_LLM_MODEL (a .gguf file), ASSISTANT_LLM_THREADS; see README.md."""
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -43,20 +44,24 @@ def _parser() -> argparse.ArgumentParser:
     ask.add_argument("questions", nargs="+", metavar="QUESTION")
     ask.add_argument("--json", action="store_true", help="print one JSON object per question per line")
     ask.add_argument("-k", type=int, default=None, help="passages to retrieve (default ASSISTANT_TOP_K or 5)")
+    _reader(ask)
     _folders(ask, corpus=False)
 
     ev = sub.add_parser("eval", help="score retrieval, answers and abstention on a JSONL question set")
     ev.add_argument("file", type=Path, metavar="FILE.jsonl",
                     help='one {"id", "question", "sources", "keys", "answerable"} object per line')
     ev.add_argument("--json", action="store_true", help="print the metrics and per-question rows as JSON")
+    _reader(ev)
     _folders(ev)
 
     chat = sub.add_parser("chat", help="ask questions interactively on the terminal (empty line or Ctrl-D quits)")
     _folders(chat, corpus=False)
+    _reader(chat)
 
     serve = sub.add_parser("serve", help="start the chat UI in the browser (default http://127.0.0.1:7860)")
     serve.add_argument("--host", default=None, help="address to listen on (default ASSISTANT_HOST or 127.0.0.1)")
     serve.add_argument("--port", type=int, default=None, help="port (default ASSISTANT_PORT or 7860)")
+    _reader(serve)
     _folders(serve)
 
     models = sub.add_parser("models", help="download and verify the built-in models")
@@ -65,7 +70,16 @@ def _parser() -> argparse.ArgumentParser:
     fetch.add_argument("name", nargs="?", default="embeddinggemma-300m")
     verify = msub.add_parser("verify", help="re-hash every file of a fetched model")
     verify.add_argument("name", nargs="?", default="embeddinggemma-300m")
+    for action in (fetch, verify):
+        action.add_argument("--llm", action="store_true", help="the LLM of the generative reader "
+                            "(Qwen2.5-Coder-1.5B-Instruct GGUF) instead of the embedding model")
     return p
+
+
+def _reader(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--reader", choices=READERS, default=None,
+                   help="extractive: verbatim quotes (fast); llm: a local LLM writes the answer, every sentence "
+                        "checked against the passages (default ASSISTANT_READER or extractive)")
 
 
 def _folders(p: argparse.ArgumentParser, corpus: bool = True) -> None:
@@ -80,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
     try:
         settings = Settings.from_env(corpus=getattr(args, "corpus", None), index=getattr(args, "index", None),
-                                     top_k=getattr(args, "k", None))
+                                     top_k=getattr(args, "k", None), reader=getattr(args, "reader", None))
         if args.command == "models":
             return _models(args, settings)
         if args.command == "index":
@@ -109,7 +123,7 @@ def _assistant(settings: Settings):
 def _models(args, settings: Settings) -> int:
     from . import models
 
-    spec = models.CARRIED.get(args.name)
+    spec = models.QWEN_CODER_1_5B if args.llm else models.CARRIED.get(args.name)
     if spec is None:
         raise AssistantError(f"unknown model {args.name!r}; known: {', '.join(models.CARRIED)}")
     if args.action == "fetch":
@@ -183,7 +197,7 @@ def _ask(args, settings: Settings) -> int:
     failures = 0
     for question in questions:
         try:
-            answer = assistant.ask(question)
+            answer = _ask_one(assistant, question, stream=not args.json)
         except AssistantError as exc:
             if not args.json and len(questions) == 1:
                 raise
@@ -195,9 +209,29 @@ def _ask(args, settings: Settings) -> int:
             continue
         if args.json:
             print(json.dumps(answer.to_dict(), ensure_ascii=False), flush=True)
-        else:
+        elif answer is not None:
             print(_format(answer), flush=True)
     return 2 if failures and failures == len(questions) else 0
+
+
+def _ask_one(assistant, question: str, stream: bool):
+    """The Answer; a streaming reader's draft goes to the terminal as it is written, then the checked answer
+    with its sources (returns None when it printed them)."""
+    answer = draft = None
+    for item in assistant.ask_stream(question):
+        if isinstance(item, str):
+            if stream and not draft:
+                print(f"Q: {question}\n", flush=True)
+            draft = (draft or "") + item
+            if stream:
+                print(item, end="", flush=True)
+        else:
+            answer = item
+    if draft is None or not stream:
+        return answer
+    print("\n", flush=True)
+    print(_format(answer, checked=True), flush=True)
+    return None
 
 
 def _eval(args, settings: Settings) -> int:
@@ -228,7 +262,9 @@ def _chat(settings: Settings) -> int:
         if not question:
             return 0
         try:
-            print(_format(assistant.ask(question)), flush=True)
+            answer = _ask_one(assistant, question, stream=True)
+            if answer is not None:
+                print(_format(answer), flush=True)
         except AssistantError as exc:
             print(f"error: {exc}", file=sys.stderr)
 
@@ -242,8 +278,13 @@ def _serve(args, settings: Settings) -> int:
     return 0
 
 
-def _format(answer) -> str:
-    lines = [f"Q: {answer.question}", "", answer.text, ""]
+def _format(answer, checked: bool = False) -> str:
+    """The answer for the terminal; ``checked``: after a streamed draft, the answer as the grounding check left it."""
+    if checked:
+        lines = ["Checked against the documents" + ("" if answer.abstained else
+                 " ([n] = supported by source n; [?] = not found in the passages, not cited):"), "", answer.text, ""]
+    else:
+        lines = [f"Q: {answer.question}", "", answer.text, ""]
     cited = answer.related if answer.abstained else answer.citations
     if cited:
         lines.append("Related passages:" if answer.abstained else "Sources:")

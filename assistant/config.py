@@ -18,6 +18,9 @@ def quiet_openmp() -> None:
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
+READERS = ("extractive", "llm")
+
+
 def _default_home() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "assistant"
 
@@ -39,6 +42,10 @@ class Settings:
     port: int = 7860
     max_question_chars: int = 2000
     max_file_mb: int = 50
+    reader: str = "extractive"  # "extractive" (verbatim quotes) or "llm" (generative, every sentence checked)
+    llm_model: str = ""  # "" = built-in Qwen2.5-Coder-1.5B-Instruct GGUF; or a local .gguf file
+    llm_threads: int = 0  # llama.cpp threads; 0 = number of cores
+    llm_max_tokens: int = 160
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None, **overrides) -> Settings:
@@ -63,6 +70,10 @@ class Settings:
         for name in ("embed_batch", "chunk_size", "top_k", "port", "max_question_chars", "max_file_mb"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"ASSISTANT_{name.upper()} must be a positive number")
+        if self.reader not in READERS:
+            raise ConfigError(f"ASSISTANT_READER must be {' or '.join(READERS)}, not {self.reader!r}")
+        if self.llm_threads < 0 or self.llm_max_tokens <= 0:
+            raise ConfigError("ASSISTANT_LLM_THREADS must be >= 0 and ASSISTANT_LLM_MAX_TOKENS positive")
         if not 0 <= self.chunk_overlap < self.chunk_size // 2:
             raise ConfigError("ASSISTANT_CHUNK_OVERLAP must be >= 0 and less than half the chunk size")
 

@@ -6,7 +6,7 @@ import re
 import shutil
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,7 +16,7 @@ from .errors import AssistantError, IndexStoreError, IngestError, QuestionError
 from .index_store import BuildReport, build_index, check_compatible, load_index, LoadedIndex
 from .ingest import SUPPORTED, read_document, scan_folder
 from .models import resolve_embedding_model
-from .reader import DEFAULT_MIN_EVIDENCE, ExtractiveReader, Passages, Reader, named_terms
+from .reader import DEFAULT_MIN_EVIDENCE, ExtractiveReader, Passages, Reader, Reading, named_terms
 from .retriever import HybridRetriever
 from .types import Answer
 
@@ -45,10 +45,23 @@ class Assistant:
     def __init__(self, settings: Settings, embedder: Embedder | None = None, reader: Reader | None = None) -> None:
         self.settings = settings
         self.embedder = embedder if embedder is not None else make_embedder(settings)
-        self.reader = reader if reader is not None else ExtractiveReader(
-            self.embedder, settings.min_evidence or DEFAULT_MIN_EVIDENCE)
-        self._serving: _Serving | None = None
+        self._readers: dict[str, Reader] = {}
         self._lock = threading.Lock()
+        self.reader = reader if reader is not None else self.reader_named(settings.reader)
+        self._serving: _Serving | None = None
+
+    def reader_named(self, name: str) -> Reader:
+        """The reader called ``name`` ("extractive" or "llm"), made once; ModelError if the LLM cannot be used."""
+        with self._lock:
+            if name not in self._readers:
+                if name == "llm":
+                    from .generative import make_generative_reader
+
+                    self._readers[name] = make_generative_reader(self.settings, self.embedder)
+                else:
+                    self._readers[name] = ExtractiveReader(self.embedder,
+                                                           self.settings.min_evidence or DEFAULT_MIN_EVIDENCE)
+            return self._readers[name]
 
     # -- the index ---------------------------------------------------------------------------------
     def _current(self) -> _Serving:
@@ -131,10 +144,17 @@ class Assistant:
         return question
 
     def ask(self, question: str, k: int | None = None, query: str | None = None,
-            exclude: frozenset[str] = frozenset()) -> Answer:
+            exclude: frozenset[str] = frozenset(), reader: Reader | None = None) -> Answer:
         """Answer ``question``; ``query`` (e.g. the question with conversation context) is what is searched for.
 
-        ``exclude`` leaves documents out as if they were not indexed (used by benchmarks)."""
+        ``exclude`` leaves documents out as if they were not indexed (used by benchmarks); ``reader``
+        overrides the default reader for this question."""
+        *_, answer = self.ask_stream(question, k, query, exclude, reader)
+        return answer
+
+    def ask_stream(self, question: str, k: int | None = None, query: str | None = None,
+                   exclude: frozenset[str] = frozenset(), reader: Reader | None = None) -> Iterator[str | Answer]:
+        """Like ``ask``, but first yields the reader's text as it is written (if it streams), then the Answer."""
         t0 = time.perf_counter()
         question = self.clean_question(question)
         query = self.clean_question(query) if query else question
@@ -144,12 +164,23 @@ class Assistant:
         t1 = time.perf_counter()
         lexical = serving.index.lexical
         missing = tuple(t for t in named_terms(question) if not lexical.contains(t))
-        reading = self.reader.read(Passages(question, vector, found.hits, found.best_dense, serving.index.lines,
-                                            serving.index.pages, serving.index.units, missing))
+        passages = Passages(question, vector, found.hits, found.best_dense, serving.index.lines, serving.index.pages,
+                            serving.index.units, missing)
+        reader = reader or self.reader
+        stream = getattr(reader, "stream", None)
+        first = None
+        for item in stream(passages) if stream else [reader.read(passages)]:
+            if isinstance(item, Reading):
+                reading = item
+            else:
+                first = first or time.perf_counter()
+                yield item
         t2 = time.perf_counter()
         timings = {"retrieve": (t1 - t0) * 1000, "read": (t2 - t1) * 1000, "total": (t2 - t0) * 1000}
-        return Answer(question, reading.text, reading.abstained, reading.citations, reading.related,
-                      query if query != question else "", timings)
+        if first is not None:
+            timings["first_text"] = (first - t0) * 1000
+        yield Answer(question, reading.text, reading.abstained, reading.citations, reading.related,
+                     query if query != question else "", timings)
 
 
 __all__ = ["Assistant", "make_embedder", "IndexStoreError"]

@@ -21,6 +21,8 @@ from .config import Settings
 from .errors import AssistantError, IngestError
 from .index_store import read_manifest
 from .ingest import SUPPORTED, read_document
+from .llm_ui import CSS as LLM_CSS
+from .llm_ui import READER_CHOICES, ReaderPicker, checked_markdown, draft_html, note_html
 from .types import Answer, Citation
 
 log = logging.getLogger(__name__)
@@ -166,10 +168,11 @@ def _source_item(c: Citation, document_text: str | None, label: str) -> str:
 
 
 def render_answer(answer: Answer, read_text: Callable[[str], str | None] = lambda source: None,
-                  upto: int | None = None) -> str:
+                  upto: int | None = None, body: Callable[[str, set[int]], str] = answer_markdown) -> str:
     """One chat message: what was searched for, the answer (or the "not covered" note), then its sources.
 
-    ``upto`` renders only the first characters of the answer, without sources (for streaming).
+    ``upto`` renders only the first characters of the answer, without sources (for streaming); ``body``
+    renders the answer text (the LLM reader's text has markers inside paragraphs).
     """
     parts = []
     if answer.query and answer.query != answer.question:
@@ -181,8 +184,7 @@ def render_answer(answer: Answer, read_text: Callable[[str], str | None] = lambd
             items = "".join(_source_item(c, read_text(c.source), "·") for c in answer.related)
             parts.append(f'<div class="sources related"><div class="sources-title">Related reading</div>{items}</div>')
         return "\n\n".join(parts)
-    parts.append(answer_markdown(answer.text if upto is None else answer.text[:upto],
-                                 {c.n for c in answer.citations}))
+    parts.append(body(answer.text if upto is None else answer.text[:upto], {c.n for c in answer.citations}))
     if upto is None and answer.citations:
         items = "".join(_source_item(c, read_text(c.source), str(c.n)) for c in answer.citations)
         parts.append(f'<div class="sources"><div class="sources-title">Sources</div>{items}</div>')
@@ -273,6 +275,7 @@ class ChatHandlers:
         self.assistant = assistant
         self.settings = settings or assistant.settings
         self.stream_delay = stream_delay
+        self.readers = ReaderPicker(assistant)
 
     def _corpus(self) -> Path:
         try:
@@ -296,8 +299,10 @@ class ChatHandlers:
 
         return read_text
 
-    def respond(self, message: str, history: list | None) -> Iterator[tuple[list, str]]:
-        """Stream one answer: the question at once, then the answer growing, then the answer with sources."""
+    def respond(self, message: str, history: list | None, reader: str | None = None) -> Iterator[tuple[list, str]]:
+        """Stream one answer: the question at once, then the answer growing, then the answer with sources.
+
+        ``reader``: "extractive" or "llm" (default: the assistant's reader)."""
         history = [{"role": m["role"], "content": message_text(m.get("content"))} for m in history or ()]
         question = (message or "").strip()
         if not question:
@@ -306,8 +311,20 @@ class ChatHandlers:
         query = resolve_query(question, history, self.settings.max_question_chars)
         history.append({"role": "user", "content": question})
         yield [*history, {"role": "assistant", "content": PENDING}], ""
+        chosen, note = self.readers.pick(reader)
+        streams, draft = chosen is not None and hasattr(chosen, "stream"), ""
         try:
-            answer = self.assistant.ask(question, query=query if query != question else None)
+            if streams:
+                for item in self.assistant.ask_stream(question, query=query if query != question else None,
+                                                      reader=chosen):
+                    if isinstance(item, str):
+                        draft += item
+                        yield [*history, {"role": "assistant", "content": draft_html(draft)}], ""
+                    else:
+                        answer = item
+            else:
+                answer = self.assistant.ask(question, query=query if query != question else None,
+                                            **({"reader": chosen} if chosen is not None else {}))
         except AssistantError as exc:
             yield [*history, {"role": "assistant", "content": render_error(exc)}], ""
             return
@@ -316,11 +333,13 @@ class ChatHandlers:
             yield [*history, {"role": "assistant", "content": render_error(
                 RuntimeError(f"something went wrong ({exc.__class__.__name__}); see the server log"))}], ""
             return
-        if not answer.abstained:
+        body = checked_markdown if streams else answer_markdown
+        if not answer.abstained and not streams:
             for cut in stream_cuts(answer.text):
                 yield [*history, {"role": "assistant", "content": render_answer(answer, upto=cut)}], ""
                 time.sleep(self.stream_delay)
-        yield [*history, {"role": "assistant", "content": render_answer(answer, self._reader())}], ""
+        content = render_answer(answer, self._reader(), body=body) + note_html(note)
+        yield [*history, {"role": "assistant", "content": content}], ""
 
     def add_files(self, files, progress: Callable | None = None) -> tuple[str, str]:
         """Add uploaded files to the corpus and the index; returns (report, index status) as markdown."""
@@ -396,11 +415,12 @@ def build_app(assistant, settings: Settings | None = None, stream_delay: float =
     settings = settings or assistant.settings
     handlers = ChatHandlers(assistant, settings, stream_delay)
 
-    def ask(message, history):
-        yield from handlers.respond(message, history)
+    def ask(message, history, reader):
+        yield from handlers.respond(message, history, reader)
 
-    def ask_example(history, evt):
-        yield from handlers.respond(evt.value.get("text", "") if isinstance(evt.value, dict) else "", history)
+    def ask_example(history, reader, evt):
+        yield from handlers.respond(evt.value.get("text", "") if isinstance(evt.value, dict) else "", history,
+                                    reader)
 
     ask_example.__annotations__ = {"evt": gr.SelectData}  # a real class: Gradio passes the clicked example
 
@@ -427,6 +447,8 @@ def build_app(assistant, settings: Settings | None = None, stream_delay: float =
                                           scale=8, lines=1, max_lines=6, autofocus=True, elem_id="question",
                                           max_length=settings.max_question_chars)
                     send = gr.Button("Ask", variant="primary", scale=1, min_width=72, elem_id="ask")
+                reader_choice = gr.Radio(READER_CHOICES, value=settings.reader, label="Answers", elem_id="reader")
+                reader = gr.State(settings.reader)  # not part of the API: API calls use the default reader
             with gr.Column(scale=1, min_width=260, elem_id="documents"):
                 gr.Markdown("### Documents")
                 status = gr.Markdown("Loading the index…", elem_id="index-status")
@@ -439,9 +461,10 @@ def build_app(assistant, settings: Settings | None = None, stream_delay: float =
 
         chat_io = {"outputs": [chatbot, question], "concurrency_id": "ask", "concurrency_limit": 4,
                    "show_progress": "hidden"}
-        question.submit(ask, [question, chatbot], api_name="ask", **chat_io)
-        send.click(ask, [question, chatbot], api_visibility="private", **chat_io)
-        chatbot.example_select(ask_example, [chatbot], api_visibility="private", **chat_io)
+        question.submit(ask, [question, chatbot, reader], api_name="ask", **chat_io)
+        send.click(ask, [question, chatbot, reader], api_visibility="private", **chat_io)
+        chatbot.example_select(ask_example, [chatbot, reader], api_visibility="private", **chat_io)
+        reader_choice.change(lambda choice: choice, reader_choice, reader, api_visibility="private")
         index_io = {"concurrency_id": "index", "concurrency_limit": 1}  # one build at a time; they queue
         files.upload(add_documents, [files], [report, status, files], api_name="add_documents", **index_io)
         rebuild.click(rebuild_index, None, [report, status], api_name="rebuild", **index_io)
@@ -454,7 +477,7 @@ def launch_options(settings: Settings) -> dict:
     gr = _gradio()
     theme = gr.themes.Default(primary_hue="indigo", neutral_hue="slate", font=list(SANS), font_mono=list(MONO))
     return {"server_name": settings.host, "server_port": settings.port, "share": False, "theme": theme,
-            "css": CSS, "footer_links": ["api"], "max_file_size": f"{settings.max_file_mb}mb",
+            "css": CSS + LLM_CSS, "footer_links": ["api"], "max_file_size": f"{settings.max_file_mb}mb",
             "ssr_mode": False, "pwa": False, "mcp_server": False, "enable_monitoring": False, "show_error": False}
 
 
@@ -463,6 +486,8 @@ def warm_up(assistant) -> None:
     try:
         assistant.status()
         assistant.embedder.embed_queries(["warm-up"])
+        if getattr(assistant.reader, "name", "") == "llm":
+            assistant.reader.load()
     except AssistantError as exc:
         log.warning("not ready yet: %s", exc)
 
