@@ -21,14 +21,20 @@ $(STAMP): pyproject.toml
 models: install
 	$(BIN)/assistant models fetch
 
-# The generative reader's extra. llama-cpp-python has no wheels: it is built here (about 4 min).
+# The generative reader's extra. llama-cpp-python has no wheels: it is built here once (about 4 min
+# on an idle machine) into a wheel kept outside the repository, named after its version and flags.
 # GGML_NATIVE=OFF: the native build (-march=native, AMX) segfaults on this CPU; --no-cache-dir: pip's
 # wheel cache ignores CMAKE_ARGS and would silently reuse a native build.
+LLAMA_VERSION := 0.3.36
+LLAMA_WHEELS  := $(HOME)/.cache/assistant/wheels/llama-cpp-python-$(LLAMA_VERSION)-ggml-native-off
 install-llm: $(LLM_STAMP)
 
 $(LLM_STAMP): $(STAMP)
-	CMAKE_ARGS="-DGGML_NATIVE=OFF" $(BIN)/python -m pip install --quiet --disable-pip-version-check \
-		--no-cache-dir -e '.[test,llm]'
+	ls $(LLAMA_WHEELS)/llama_cpp_python-$(LLAMA_VERSION)-*.whl >/dev/null 2>&1 || \
+		CMAKE_ARGS="-DGGML_NATIVE=OFF" $(BIN)/python -m pip wheel --quiet --disable-pip-version-check \
+		--no-cache-dir --no-deps -w $(LLAMA_WHEELS) llama-cpp-python==$(LLAMA_VERSION)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check \
+		$(LLAMA_WHEELS)/llama_cpp_python-$(LLAMA_VERSION)-*.whl -e '.[test,llm]'
 	touch $(LLM_STAMP)
 
 models-llm: install
