@@ -25,6 +25,7 @@ run: index
 	$(BIN)/python app.py
 
 test: models browser
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test,milvus]'
 	$(BIN)/python -m pytest -q
 
 browser:

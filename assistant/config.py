@@ -39,6 +39,8 @@ class Settings:
     port: int = 7860
     max_question_chars: int = 2000
     max_file_mb: int = 50
+    vector_store: str = ""  # "" = the index folder's FAISS file; milvus-lite:///path/to.db or http://host:19530
+    vector_collection: str = "assistant"  # the Milvus collection holding the chunk vectors
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None, **overrides) -> Settings:
@@ -65,6 +67,10 @@ class Settings:
                 raise ConfigError(f"ASSISTANT_{name.upper()} must be a positive number")
         if not 0 <= self.chunk_overlap < self.chunk_size // 2:
             raise ConfigError("ASSISTANT_CHUNK_OVERLAP must be >= 0 and less than half the chunk size")
+        if self.vector_store:
+            from .vector_store import parse_store  # not at import: it brings numpy
+
+            parse_store(self.vector_store)
 
 
 def _parse(name: str, raw: str, kind: type):
