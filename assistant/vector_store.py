@@ -309,5 +309,13 @@ class MilvusStore:
 
 
 def _reason(exc: BaseException) -> str:
-    message = getattr(exc, "message", "") or str(exc) or exc.__class__.__name__
-    return message.splitlines()[0]
+    """The first line of pymilvus's message, and of the Milvus Lite error under it (e.g. a locked file)."""
+    def line(e: BaseException) -> str:
+        return (getattr(e, "message", "") or str(e) or e.__class__.__name__).splitlines()[0]
+
+    cause, seen = exc, {id(exc)}
+    while cause.__cause__ is not None and id(cause.__cause__) not in seen:  # pymilvus raises `e from e`
+        cause = cause.__cause__
+        seen.add(id(cause))
+    inner = line(cause) if cause is not exc and cause.__class__.__module__.startswith("milvus_lite") else ""
+    return line(exc) + (f": {inner}" if inner else "")
