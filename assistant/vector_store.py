@@ -194,6 +194,11 @@ class MilvusStore:
                 else:
                     self._client = MilvusClient(self.address)
             except Exception as exc:  # pymilvus raises MilvusException subclasses with a .message
+                if self.address.endswith(".db"):  # pymilvus logs Milvus Lite's reason and raises without it
+                    raise IndexStoreError(f"cannot open the Milvus Lite file {self.address} ({_reason(exc)}): is "
+                                          "another process using it? A .db opens in one process only; serve several "
+                                          "workers from a Milvus server (ASSISTANT_VECTOR_STORE=http://host:19530)") \
+                        from exc
                 raise IndexStoreError(f"cannot reach the vector store {self.address} ({_reason(exc)}): start Milvus "
                                       "there or fix ASSISTANT_VECTOR_STORE") from exc
         return self._client

@@ -188,6 +188,28 @@ def test_cli_reports_an_unreachable_store_in_one_line(tmp_path, corpus, monkeypa
     assert len(err.splitlines()) == 1 and "cannot reach the vector store" in err
 
 
+def test_a_milvus_lite_file_held_by_another_process_is_named(tmp_path):
+    """Milvus Lite opens a .db in one process only: several UI workers need a Milvus server."""
+    import subprocess
+    import sys
+
+    import offline_guard
+
+    path = tmp_path / "held.db"
+    code = ("import sys; from pymilvus import MilvusClient; MilvusClient(sys.argv[1]).list_collections(); "
+            "print('ready', flush=True); sys.stdin.read()")
+    child = subprocess.Popen([sys.executable, "-c", code, str(path)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                             stderr=subprocess.DEVNULL, text=True, env=offline_guard.offline_env())
+    try:
+        assert child.stdout.readline().strip() == "ready"
+        with pytest.raises(IndexStoreError, match=r"cannot open the Milvus Lite file .*held\.db \(Open local milvus "
+                                                  r"failed\): is another process using it\?"):
+            MilvusStore(str(path)).count()
+    finally:
+        child.stdin.close()
+        child.wait(timeout=60)
+
+
 def test_the_store_setting_is_validated():
     assert parse_store("") == ("", "") and open_store("") is None
     assert parse_store("milvus-lite:///data/assistant.db") == ("milvus", "/data/assistant.db")
