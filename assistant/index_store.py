@@ -38,7 +38,7 @@ from .embedding import Embedder
 from .errors import IndexStoreError
 from .lexical import SCORING, TOKENIZER, LexicalIndex
 from .types import Chunk, Document
-from .vector_store import FaissStore, VectorStore, chunk_keys, store_manifest
+from .vector_store import FaissStore, VectorStore, check_held, chunk_keys, store_manifest, write_rows
 
 log = logging.getLogger(__name__)
 
@@ -217,7 +217,7 @@ def load_index(folder: Path, store: VectorStore | None = None, *, strict: bool =
     held = manifest.get("vector_store")
     if held:
         vectors = None
-        _check_held(folder, manifest, store)
+        check_held(folder, manifest, store)
     else:
         if strict and store is not None:
             raise IndexStoreError(f"the vectors of {folder} are in its own vectors file, but ASSISTANT_VECTOR_STORE "
@@ -257,30 +257,6 @@ def load_index(folder: Path, store: VectorStore | None = None, *, strict: bool =
     keys = chunk_keys(manifest["documents"], manifest["chunking"]) if held else None
     return LoadedIndex(folder, manifest, chunks, lines, vectors, lexical, pages, units,
                        store if held else None, keys)
-
-
-def _check_held(folder: Path, manifest: dict, store: VectorStore | None) -> None:
-    """The folder's vectors were written to a store: it must be the configured one, built with the same model."""
-    collection = manifest["vector_store"].get("collection")
-    if store is None or not store.persistent:
-        raise IndexStoreError(f"{folder} keeps its vectors in the Milvus collection {collection!r}: set "
-                              "ASSISTANT_VECTOR_STORE to that Milvus, or rebuild it here with "
-                              "`assistant index build --rebuild`")
-    if getattr(store, "collection", collection) != collection:
-        raise IndexStoreError(f"{folder} keeps its vectors in the collection {collection!r}, but "
-                              f"ASSISTANT_VECTOR_COLLECTION names {store.collection!r}: set it back, or {_REBUILD}")
-    held = store.read_manifest()
-    if held is None:
-        raise IndexStoreError(f"{store.name} does not exist (the index {folder} was built into it): {_REBUILD}")
-    ours, theirs = manifest["embedding"], held["embedding"]
-    if (theirs.get("model_id"), theirs.get("dimension")) != (ours.get("model_id"), ours.get("dimension")) or (
-            theirs.get("weights_sha256") and ours.get("weights_sha256")
-            and theirs["weights_sha256"] != ours["weights_sha256"]):
-        raise IndexStoreError(f"{store.name} holds vectors of embedding model {theirs.get('model_id')!r}, but the "
-                              f"index {folder} was built with {ours.get('model_id')!r}: {_REBUILD}")
-    if held.get("generation") != manifest.get("generation"):
-        log.warning("%s holds generation %r, the index folder %r (a build is in progress or was interrupted)",
-                    store.name, held.get("generation") or "(being written)", manifest.get("generation"))
 
 
 def _member(folder: Path, files: dict, key: str) -> Path:
@@ -410,7 +386,8 @@ def build_index(folder: Path, documents: list[Document], embedder: Embedder, *, 
             _write_generation(folder, manifest, chunks, lines, matrix, table, tokens, t0)
         else:
             manifest["vector_store"] = {"engine": "milvus", "collection": getattr(store, "collection", "")}
-            _write_store(store, manifest, chunks, vectors, to_embed, previous.keys if in_store else None)
+            write_rows(store, manifest, [c.source for c in chunks], vectors, to_embed,
+                       previous.keys if in_store else None)
             generation = _write_generation(folder, manifest, chunks, lines, None, table, tokens, t0)
             emb = manifest["embedding"]
             store.write_manifest(store_manifest(emb["model_id"], emb["weights_sha256"], emb["dimension"], generation))
@@ -442,23 +419,6 @@ def _store_holds(store: VectorStore | None, previous: LoadedIndex | None, embedd
         check_compatible(held, embedder, what=store.name)
     return previous is not None and previous.store is store and held is not None \
         and held.get("generation") == previous.manifest.get("generation")
-
-
-def _write_store(store: VectorStore, manifest: dict, chunks: list[Chunk], vectors: list, to_embed: list[int],
-                 previous_keys: np.ndarray | None) -> None:
-    """Bring ``store`` to the new generation: the difference from ``previous_keys``, or everything."""
-    emb = manifest["embedding"]
-    pending = store_manifest(emb["model_id"], emb["weights_sha256"], emb["dimension"], "")  # "being written"
-    keys = chunk_keys(manifest["documents"], manifest["chunking"])
-    if previous_keys is None:
-        store.create(pending)
-        ids = list(range(len(chunks)))
-    else:
-        store.write_manifest(pending)
-        store.delete(np.setdiff1d(previous_keys, keys))
-        ids = sorted(to_embed)
-    if ids:
-        store.add(keys[ids], np.vstack([vectors[i] for i in ids]), [chunks[i].source for i in ids])
 
 
 def _reusable(folder: Path, embedder: Embedder, size: int, overlap: int,

@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from pathlib import Path
 from typing import Protocol
 
 import numpy as np
@@ -80,6 +81,47 @@ def chunk_keys(documents: list[dict], chunking: dict) -> np.ndarray:
             keys[i] = int.from_bytes(digest.digest(), "little") & 0x7FFF_FFFF_FFFF_FFFF  # non-negative int64
             i += 1
     return keys
+
+
+def check_held(folder: Path, manifest: dict, store: VectorStore | None) -> None:
+    """The folder's vectors were written to a store: it must be the configured one, built with the same model."""
+    collection = manifest["vector_store"].get("collection")
+    if store is None or not store.persistent:
+        raise IndexStoreError(f"{folder} keeps its vectors in the Milvus collection {collection!r}: set "
+                              "ASSISTANT_VECTOR_STORE to that Milvus, or rebuild it here with "
+                              "`assistant index build --rebuild`")
+    if getattr(store, "collection", collection) != collection:
+        raise IndexStoreError(f"{folder} keeps its vectors in the collection {collection!r}, but "
+                              f"ASSISTANT_VECTOR_COLLECTION names {store.collection!r}: set it back, or {_REBUILD}")
+    held = store.read_manifest()
+    if held is None:
+        raise IndexStoreError(f"{store.name} does not exist (the index {folder} was built into it): {_REBUILD}")
+    ours, theirs = manifest["embedding"], held["embedding"]
+    if (theirs.get("model_id"), theirs.get("dimension")) != (ours.get("model_id"), ours.get("dimension")) or (
+            theirs.get("weights_sha256") and ours.get("weights_sha256")
+            and theirs["weights_sha256"] != ours["weights_sha256"]):
+        raise IndexStoreError(f"{store.name} holds vectors of embedding model {theirs.get('model_id')!r}, but the "
+                              f"index {folder} was built with {ours.get('model_id')!r}: {_REBUILD}")
+    if held.get("generation") != manifest.get("generation"):
+        log.warning("%s holds generation %r, the index folder %r (a build is in progress or was interrupted)",
+                    store.name, held.get("generation") or "(being written)", manifest.get("generation"))
+
+
+def write_rows(store: VectorStore, manifest: dict, sources: list[str], vectors: list, to_embed: list[int],
+               previous_keys: np.ndarray | None) -> None:
+    """Bring ``store`` to the new generation: the difference from ``previous_keys``, or everything."""
+    emb = manifest["embedding"]
+    pending = store_manifest(emb["model_id"], emb["weights_sha256"], emb["dimension"], "")  # "being written"
+    keys = chunk_keys(manifest["documents"], manifest["chunking"])
+    if previous_keys is None:
+        store.create(pending)
+        ids = list(range(len(sources)))
+    else:
+        store.write_manifest(pending)
+        store.delete(np.setdiff1d(previous_keys, keys))
+        ids = sorted(to_embed)
+    if ids:
+        store.add(keys[ids], np.vstack([vectors[i] for i in ids]), [sources[i] for i in ids])
 
 
 class FaissStore:
