@@ -263,7 +263,14 @@ def test_real_answers_and_citations_identical_on_milvus(real_settings, real_inde
     report = milvus.build()  # copies the vectors into Milvus, embeds nothing
     assert report.embedded_chunks == 0 and milvus.store.count() == report.chunks
     questions = load_questions(ROOT / "tests" / "data" / "eval.jsonl")
+    # Milvus Lite's inner products differ from FAISS's in the last float32 bit (same stored vectors, another
+    # kernel): everything a citation says is identical, its score equal to 1e-6.
+    def cited(answer):
+        return [(c.n, c.source, c.start, c.end, c.quote, c.line, c.page) for c in [*answer.citations, *answer.related]]
+
     for q in questions:
         a, b = real_assistant.ask(q.question), milvus.ask(q.question)
-        assert (b.text, b.abstained, b.citations, b.related) == (a.text, a.abstained, a.citations, a.related), q.id
+        assert (b.text, b.abstained, cited(b)) == (a.text, a.abstained, cited(a)), q.id
+        assert [c.score for c in [*b.citations, *b.related]] == \
+            pytest.approx([c.score for c in [*a.citations, *a.related]], abs=1e-6), q.id
     assert json.loads((tmp_path / "index" / MANIFEST).read_text("utf-8"))["vector_store"]["engine"] == "milvus"
