@@ -47,6 +47,7 @@ run: index $(if $(filter llm,$(READER)),install-llm models-llm)
 	ASSISTANT_READER=$(READER) $(BIN)/python app.py
 
 test: models browser install-llm models-llm
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test,milvus]'
 	$(BIN)/python -m pytest -q
 
 browser:
@@ -56,8 +57,10 @@ test-fast: install
 	$(BIN)/python -m pytest -q -m "not e2e and not slow"
 
 bench: models
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test,bench]'
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test,bench,milvus]'
 	$(BIN)/python bench/speed.py
+	$(BIN)/python bench/stores.py
+	$(BIN)/python bench/hybrid.py
 
 bench-quality: models
 	$(BIN)/python bench/cmrc.py

@@ -141,7 +141,8 @@ def _index(args, settings: Settings) -> int:
         if args.json:
             print(json.dumps(status, ensure_ascii=False))
         else:
-            print(f"index:     {status['index']}\ncorpus:    {status['corpus']}\ndocuments: {status['documents']}\n"
+            print(f"index:     {status['index']}\nvectors:   {status['vector_store']}\n"
+                  f"corpus:    {status['corpus']}\ndocuments: {status['documents']}\n"
                   f"chunks:    {status['chunks']}\nmodel:     {status['embedding_model']}\nbuilt at:  {status['built_at']}")
             for s in status["skipped"]:
                 print(f"skipped:   {s['source']}: {s['reason']}")

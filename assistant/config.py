@@ -46,6 +46,8 @@ class Settings:
     llm_model: str = ""  # "" = built-in Qwen2.5-Coder-1.5B-Instruct GGUF; or a local .gguf file
     llm_threads: int = 0  # llama.cpp threads; 0 = number of cores
     llm_max_tokens: int = 160
+    vector_store: str = ""  # "" = the index folder's FAISS file; milvus-lite:///path/to.db or http://host:19530
+    vector_collection: str = "assistant"  # the Milvus collection holding the chunk vectors
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None, **overrides) -> Settings:
@@ -76,6 +78,10 @@ class Settings:
             raise ConfigError("ASSISTANT_LLM_THREADS must be >= 0 and ASSISTANT_LLM_MAX_TOKENS positive")
         if not 0 <= self.chunk_overlap < self.chunk_size // 2:
             raise ConfigError("ASSISTANT_CHUNK_OVERLAP must be >= 0 and less than half the chunk size")
+        if self.vector_store:
+            from .vector_store import parse_store  # not at import: it brings numpy
+
+            parse_store(self.vector_store)
 
 
 def _parse(name: str, raw: str, kind: type):

@@ -3,7 +3,8 @@
 Layout of ``index/``::
 
     manifest.json                 what was built, how, and which files hold it (the only pointer)
-    vectors-<generation>.faiss    FAISS inner-product index over unit vectors (faiss.write_index)
+    vectors-<generation>.faiss    FAISS inner-product index over unit vectors (faiss.write_index), unless the
+                                  vectors live in a Milvus collection (manifest "vector_store"; vector_store.py)
     chunks-<generation>.jsonl     one chunk per line: source, start, end, line, heading, text
     lexical-<generation>/         each chunk's token ids (.npy, loaded with allow_pickle=False) + vocab json
     units-<generation>/           a vector per sentence / list item of each chunk (float16 .npy), for the reader
@@ -27,7 +28,7 @@ import time
 import uuid
 from collections.abc import Callable
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -37,6 +38,7 @@ from .embedding import Embedder
 from .errors import IndexStoreError
 from .lexical import SCORING, TOKENIZER, LexicalIndex
 from .types import Chunk, Document
+from .vector_store import FaissStore, VectorStore, check_held, chunk_keys, store_manifest, write_rows
 
 log = logging.getLogger(__name__)
 
@@ -95,14 +97,37 @@ class LoadedIndex:
     manifest: dict
     chunks: list[Chunk]
     lines: list[int]  # 1-based line of each chunk's start in its document
-    vectors: object  # faiss.Index
+    vectors: object  # faiss.Index of the folder's vectors file; None when they live in another store
     lexical: LexicalIndex
     pages: dict[str, list[tuple[int, int]]] = field(default_factory=dict)
     units: UnitVectors | None = None  # absent in indexes built by embedders without embed_passages
+    store: VectorStore | None = None  # where the dense vectors are searched; default: the vectors file
+    keys: np.ndarray | None = None  # the store's row id of each chunk; None: row ids are chunk positions
+
+    def __post_init__(self) -> None:
+        if self.store is None:
+            self.store = FaissStore(self.vectors, f"the vectors file of {self.folder}")
+        if self.keys is not None:
+            self._order = np.argsort(self.keys, kind="stable")
+            self._sorted = self.keys[self._order]
 
     @property
     def model_id(self) -> str:
         return self.manifest["embedding"]["model_id"]
+
+    def dense_search(self, query: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Chunk ids and inner products of the ``k`` chunks nearest to ``query``, best first."""
+        ids, scores = self.store.search(query, k)
+        if self.keys is None:
+            return ids, scores
+        j = np.minimum(np.searchsorted(self._sorted, ids), len(self._sorted) - 1)
+        known = self._sorted[j] == ids  # rows of another generation (a build in progress) are not ours
+        return self._order[j[known]], scores[known]
+
+    def dense_vectors(self, ids: np.ndarray) -> np.ndarray:
+        """The stored vectors of chunk ``ids``."""
+        ids = np.asarray(ids, dtype=np.int64)
+        return self.store.vectors(ids if self.keys is None else self.keys[ids])
 
 
 @dataclass(frozen=True)
@@ -167,19 +192,22 @@ def _manifest_problem(m: dict) -> str:
     return ""
 
 
-def check_compatible(manifest: dict, embedder: Embedder) -> None:
-    """Refuse an index whose vectors came from another embedding model."""
+def check_compatible(manifest: dict, embedder: Embedder, what: str = "the index") -> None:
+    """Refuse an index (or a vector store: ``what`` names it) whose vectors came from another embedding model."""
     emb = manifest["embedding"]
     same = emb.get("model_id") == embedder.model_id and (
         not emb.get("weights_sha256") or not embedder.weights_sha256
         or emb.get("weights_sha256") == embedder.weights_sha256)
     if not same:
-        raise IndexStoreError(f"the index was built with embedding model {emb.get('model_id')!r}, but "
+        raise IndexStoreError(f"{what} was built with embedding model {emb.get('model_id')!r}, but "
                               f"{embedder.model_id!r} is configured: {_REBUILD} (or set ASSISTANT_EMBED_MODEL "
                               "back to the index's model)")
 
 
-def load_index(folder: Path) -> LoadedIndex:
+def load_index(folder: Path, store: VectorStore | None = None, *, strict: bool = True) -> LoadedIndex:
+    """The index in ``folder``; its dense vectors from its vectors file, or from ``store`` when the
+    manifest says they were written there. ``strict``: refuse a folder whose vectors are not in
+    ``store`` (a build passes False, to reuse them from wherever they are)."""
     import faiss
 
     manifest = read_manifest(folder)
@@ -187,10 +215,19 @@ def load_index(folder: Path) -> LoadedIndex:
     if manifest.get("lexical") != {"tokenizer": TOKENIZER, "scoring": SCORING}:
         raise IndexStoreError(f"{folder} was built by another version of assistant (its lexical index differs): "
                               f"{_REBUILD}")
-    try:
-        vectors = faiss.read_index(str(_member(folder, files, "vectors")))
-    except RuntimeError as exc:
-        raise IndexStoreError(f"the vector file of {folder} is damaged or truncated: {_REBUILD}") from exc
+    held = manifest.get("vector_store")
+    if held:
+        vectors = None
+        check_held(folder, manifest, store)
+    else:
+        if strict and store is not None:
+            raise IndexStoreError(f"the vectors of {folder} are in its own vectors file, but ASSISTANT_VECTOR_STORE "
+                                  f"names {store.name}: run `assistant index build` to copy them there (no "
+                                  "re-embedding), or unset ASSISTANT_VECTOR_STORE")
+        try:
+            vectors = faiss.read_index(str(_member(folder, files, "vectors")))
+        except RuntimeError as exc:
+            raise IndexStoreError(f"the vector file of {folder} is damaged or truncated: {_REBUILD}") from exc
     chunks, lines = _read_chunks(_member(folder, files, "chunks"))
     try:
         lexical = LexicalIndex.load(_member(folder, files, "lexical"))
@@ -198,9 +235,11 @@ def load_index(folder: Path) -> LoadedIndex:
         raise IndexStoreError(f"the lexical index of {folder} is damaged ({exc.__class__.__name__}): {_REBUILD}") from exc
     n = manifest["chunk_count"]
     dim = manifest["embedding"].get("dimension")
-    if not (len(chunks) == vectors.ntotal == n) or vectors.d != dim:
+    if vectors is not None and (not (len(chunks) == vectors.ntotal == n) or vectors.d != dim):
         raise IndexStoreError(f"{folder} is inconsistent ({len(chunks)} chunks, {vectors.ntotal} vectors, manifest "
                               f"says {n}): {_REBUILD}")
+    if vectors is None and len(chunks) != n:
+        raise IndexStoreError(f"{folder} is inconsistent ({len(chunks)} chunks, manifest says {n}): {_REBUILD}")
     for d in manifest["documents"]:  # each document's chunk range holds that document's chunks
         if any(c.source != d["source"] for c in chunks[d["first_chunk"]:d["first_chunk"] + d["chunks"]]):
             raise IndexStoreError(f"{folder} is inconsistent (the chunks of {d['source']!r} are not where the "
@@ -216,7 +255,9 @@ def load_index(folder: Path) -> LoadedIndex:
         if len(units) != n or units.vectors.shape[1] != dim:
             raise IndexStoreError(f"{folder} is inconsistent (sentence vectors for {len(units)} chunks, manifest "
                                   f"says {n}): {_REBUILD}")
-    return LoadedIndex(folder, manifest, chunks, lines, vectors, lexical, pages, units)
+    keys = chunk_keys(manifest["documents"], manifest["chunking"]) if held else None
+    return LoadedIndex(folder, manifest, chunks, lines, vectors, lexical, pages, units,
+                       store if held else None, keys)
 
 
 def _member(folder: Path, files: dict, key: str) -> Path:
@@ -263,8 +304,12 @@ def build_lock(folder: Path):
 def build_index(folder: Path, documents: list[Document], embedder: Embedder, *, chunk_size: int, chunk_overlap: int,
                 skipped: list[tuple[str, str]] = (), corpus: Path | None = None, rebuild: bool = False,
                 progress: Progress | None = None, embed_batch: int = 64,
-                loaded: LoadedIndex | None = None) -> BuildReport:
+                loaded: LoadedIndex | None = None, store: VectorStore | None = None) -> BuildReport:
     """Build (or update) the index in ``folder`` from ``documents``.
+
+    ``store``: a persistent vector store (Milvus) to hold the dense vectors instead of the folder's
+    vectors file; it is updated in place (rows of removed and changed documents deleted, new ones
+    added) when it holds the previous generation, and rewritten otherwise.
 
     ``loaded``: the index as a server already holds it in memory; used instead of reading the folder
     again when it is still the generation that the folder's manifest names.
@@ -280,7 +325,11 @@ def build_index(folder: Path, documents: list[Document], embedder: Embedder, *, 
         raise IndexStoreError(f"{folder} is not empty and is not an assistant index: refusing to write into it; "
                               "pick another --index")
     with build_lock(folder):
-        previous = _reusable(folder, embedder, chunk_size, chunk_overlap, loaded) if not rebuild else None
+        previous = _reusable(folder, embedder, chunk_size, chunk_overlap, loaded, store) if not rebuild else None
+        in_store = _store_holds(store, previous, embedder, rebuild)
+        if previous is not None and previous.keys is not None and not in_store:
+            log.warning("%s does not hold the index's vectors; re-embedding every document", store.name)
+            previous = None
         old = {d["source"]: d for d in previous.manifest["documents"]} if previous else {}
         chunks: list[Chunk] = []
         vectors: list[np.ndarray | None] = []
@@ -294,7 +343,8 @@ def build_index(folder: Path, documents: list[Document], embedder: Embedder, *, 
             if prior and prior["sha256"] == document.sha256:
                 first, count = prior["first_chunk"], prior["chunks"]
                 doc_chunks = previous.chunks[first:first + count]
-                doc_vectors = list(previous.vectors.reconstruct_n(first, count)) if count else []
+                doc_vectors = [None] * count if in_store or not count else \
+                    list(previous.dense_vectors(np.arange(first, first + count)))
                 doc_units = list(range(first, first + count)) if previous.units else [None] * count
                 tokens.extend((previous.lexical, i) for i in range(first, first + count))
                 reused += 1
@@ -313,7 +363,8 @@ def build_index(folder: Path, documents: list[Document], embedder: Embedder, *, 
         if not chunks:
             raise _nothing_to_index(skipped)
         removed = len(set(old) - {d.source for d in documents})
-        if previous and not to_embed and not removed and len(documents) == len(old):
+        same_store = in_store or (store is None and previous is not None and previous.keys is None)
+        if previous and not to_embed and not removed and len(documents) == len(old) and same_store:
             # Nothing to write, but files left by a build that was killed are still removed.
             _remove_other_generations(folder, previous.manifest.get("generation") or "")
             return BuildReport(len(documents), len(chunks), 0, reused, 0, tuple(skipped), time.monotonic() - t0, True)
@@ -330,13 +381,23 @@ def build_index(folder: Path, documents: list[Document], embedder: Embedder, *, 
             "chunk_count": len(chunks),
             "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         }
-        matrix = np.vstack(vectors).astype(np.float32) if chunks else np.zeros((0, manifest["embedding"]["dimension"]),
-                                                                               np.float32)
         table = _unit_table(units, manifest["embedding"]["dimension"], previous.units if previous else None)
-        written = _write_generation(folder, manifest, chunks, lines, matrix, table, tokens, t0)
-        pages = {d.source: [tuple(p) for p in d.pages] for d in documents if d.pages}
+        written = None
+        if store is None:
+            matrix = np.vstack(vectors).astype(np.float32)
+            final, index, lexical = _write_generation(folder, manifest, chunks, lines, matrix, table, tokens, t0)
+            pages = {d.source: [tuple(p) for p in d.pages] for d in documents if d.pages}
+            written = LoadedIndex(folder, final, chunks, lines, index, lexical, pages, table)
+        else:
+            manifest["vector_store"] = {"engine": "milvus", "collection": getattr(store, "collection", "")}
+            write_rows(store, manifest, [c.source for c in chunks], vectors, to_embed,
+                       previous.keys if in_store else None)
+            final, _, _ = _write_generation(folder, manifest, chunks, lines, None, table, tokens, t0)
+            emb = manifest["embedding"]
+            store.write_manifest(store_manifest(emb["model_id"], emb["weights_sha256"], emb["dimension"],
+                                                final["generation"]))
         return BuildReport(len(documents), len(chunks), len(to_embed), reused, removed, tuple(skipped),
-                           time.monotonic() - t0, index=replace(written, pages=pages))
+                           time.monotonic() - t0, index=written)
 
 
 def _nothing_to_index(skipped) -> IndexStoreError:
@@ -353,15 +414,27 @@ def _only_our_files(folder: Path) -> bool:
     return all(_OUR_FILE.fullmatch(p.name) for p in folder.iterdir())
 
 
+def _store_holds(store: VectorStore | None, previous: LoadedIndex | None, embedder: Embedder, rebuild: bool) -> bool:
+    """Whether ``store`` holds the previous generation's vectors (so only the difference is written).
+    A store built with another model is refused, as an index folder is, unless rebuilding."""
+    if store is None:
+        return False
+    held = store.read_manifest()
+    if held is not None and not rebuild:
+        check_compatible(held, embedder, what=store.name)
+    return previous is not None and previous.store is store and held is not None \
+        and held.get("generation") == previous.manifest.get("generation")
+
+
 def _reusable(folder: Path, embedder: Embedder, size: int, overlap: int,
-              loaded: LoadedIndex | None = None) -> LoadedIndex | None:
+              loaded: LoadedIndex | None = None, store: VectorStore | None = None) -> LoadedIndex | None:
     """The previous index if its vectors can be reused; a foreign model is refused, not mixed."""
     if not (folder / MANIFEST).exists():
         return None
     try:
         current = loaded is not None and loaded.folder.resolve() == folder.resolve() and \
             read_manifest(folder).get("generation") == loaded.manifest.get("generation")
-        previous = loaded if current else load_index(folder)
+        previous = loaded if current else load_index(folder, store, strict=False)
     except IndexStoreError as exc:
         log.warning("previous index not reusable, rebuilding from scratch: %s", exc)
         return None
@@ -449,21 +522,26 @@ def _chunk_lines(documents: list[Document], chunks: list[Chunk]) -> list[int]:
     return lines
 
 
-def _write_generation(folder: Path, manifest: dict, chunks: list[Chunk], lines: list[int], matrix: np.ndarray,
-                      units: UnitVectors | None, tokens: list, t0: float) -> LoadedIndex:
-    """Write a new generation beside the current one and swap the manifest; the new index, in memory."""
+def _write_generation(folder: Path, manifest: dict, chunks: list[Chunk], lines: list[int], matrix: np.ndarray | None,
+                      units: UnitVectors | None, tokens: list, t0: float) -> tuple[dict, object, LexicalIndex]:
+    """Write a generation (``matrix`` None: no vectors file, they are in a store) and swap it in.
+
+    Returns what was written, for serving it without reading it back: the manifest, the FAISS index
+    (None with a store) and the lexical index."""
     import faiss
 
     generation = time.strftime("%Y%m%dT%H%M%S", time.gmtime()) + "-" + uuid.uuid4().hex[:8]
     staging = folder / f".tmp-{generation}"
     staging.mkdir()
     try:
-        files = {"vectors": f"vectors-{generation}.faiss", "chunks": f"chunks-{generation}.jsonl",
-                 "lexical": f"lexical-{generation}"}
-        index = faiss.IndexFlatIP(matrix.shape[1])
-        if len(matrix):
-            index.add(matrix)
-        faiss.write_index(index, str(staging / files["vectors"]))
+        files = {"chunks": f"chunks-{generation}.jsonl", "lexical": f"lexical-{generation}"}
+        index = None
+        if matrix is not None:
+            files["vectors"] = f"vectors-{generation}.faiss"
+            index = faiss.IndexFlatIP(matrix.shape[1])
+            if len(matrix):
+                index.add(matrix)
+            faiss.write_index(index, str(staging / files["vectors"]))
         with open(staging / files["chunks"], "w", encoding="utf-8") as f:
             for c, line in zip(chunks, lines, strict=True):
                 f.write(json.dumps({"source": c.source, "start": c.start, "end": c.end, "line": line,
@@ -487,7 +565,7 @@ def _write_generation(folder: Path, manifest: dict, chunks: list[Chunk], lines: 
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     _remove_other_generations(folder, generation)
-    return LoadedIndex(folder, manifest, chunks, lines, index, lexical, {}, units)
+    return manifest, index, lexical
 
 
 def _fsync_tree(folder: Path, names) -> None:

@@ -19,6 +19,7 @@ from .models import resolve_embedding_model
 from .reader import DEFAULT_MIN_EVIDENCE, ExtractiveReader, Passages, Reader, Reading, named_terms
 from .retriever import HybridRetriever
 from .types import Answer
+from .vector_store import open_store
 
 log = logging.getLogger(__name__)
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
@@ -46,6 +47,7 @@ class Assistant:
         self.settings = settings
         self.embedder = embedder if embedder is not None else make_embedder(settings)
         self._readers: dict[str, Reader] = {}
+        self.store = open_store(settings.vector_store, settings.vector_collection)  # None: the folder's own file
         self._lock = threading.Lock()
         self.reader = reader if reader is not None else self.reader_named(settings.reader)
         self._serving: _Serving | None = None
@@ -74,7 +76,7 @@ class Assistant:
         return serving
 
     def _load(self) -> _Serving:
-        index = load_index(self.settings.index)
+        index = load_index(self.settings.index, self.store)
         check_compatible(index.manifest, self.embedder)
         return _Serving(index, HybridRetriever(index, self.embedder))
 
@@ -91,7 +93,7 @@ class Assistant:
         report = build_index(self.settings.index, documents, self.embedder, chunk_size=self.settings.chunk_size,
                              chunk_overlap=self.settings.chunk_overlap, skipped=skipped, corpus=corpus,
                              rebuild=rebuild, progress=progress,
-                             loaded=self._serving.index if self._serving is not None else None)
+                             loaded=self._serving.index if self._serving is not None else None, store=self.store)
         if report.index is not None:  # serve what was just written, without reading it back
             self._serving = _Serving(report.index, HybridRetriever(report.index, self.embedder))
         elif not report.unchanged or self._serving is None:
@@ -127,7 +129,7 @@ class Assistant:
     def status(self) -> dict:
         index = self._current().index
         m = index.manifest
-        return {"index": str(index.folder), "documents": len(m["documents"]), "chunks": m["chunk_count"],
+        return {"index": str(index.folder), "vector_store": index.store.name, "documents": len(m["documents"]), "chunks": m["chunk_count"],
                 "embedding_model": m["embedding"]["model_id"], "built_at": m.get("built_at", ""),
                 "corpus": m.get("corpus", ""), "skipped": m.get("skipped", [])}
 

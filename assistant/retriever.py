@@ -1,4 +1,4 @@
-"""Dense (FAISS inner product on unit vectors) + lexical (BM25) search, fused by reciprocal rank."""
+"""Dense (inner product on unit vectors, in the index's vector store) + lexical (BM25) search, fused."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -51,10 +51,10 @@ class HybridRetriever:
             query_vector = self.embedder.embed_queries([query])[0]
         chunks = self.index.chunks
         depth = min(self.depth, n)
-        dense_scores, dense_ids = self.index.vectors.search(np.asarray([query_vector], dtype=np.float32),
-                                                            min(n, depth + (4 * depth if exclude else 0)))
-        pairs = [(int(i), float(s)) for i, s in zip(dense_ids[0], dense_scores[0])
-                 if i >= 0 and chunks[i].source not in exclude][:depth]
+        dense_ids, dense_scores = self.index.dense_search(np.asarray(query_vector, dtype=np.float32),
+                                                          min(n, depth + (4 * depth if exclude else 0)))
+        pairs = [(int(i), float(s)) for i, s in zip(dense_ids, dense_scores)
+                 if chunks[i].source not in exclude][:depth]
         if not pairs:
             return Retrieval([], 0.0)
         dense = {i: (rank, s) for rank, (i, s) in enumerate(pairs)}
@@ -69,7 +69,7 @@ class HybridRetriever:
             lexical = {int(i): rank for rank, i in enumerate(top) if bm25[i] > 0}
         missing = [i for i in lexical if i not in dense]
         if missing:  # a lexical-only candidate: its cosine is still needed (for fusion and as evidence)
-            extra = self.index.vectors.reconstruct_batch(np.asarray(missing, dtype=np.int64)) @ query_vector
+            extra = self.index.dense_vectors(np.asarray(missing, dtype=np.int64)) @ query_vector
             dense.update({i: (None, float(s)) for i, s in zip(missing, extra)})
         top_bm25 = float(bm25.max()) or 1.0
         fused: dict[int, float] = {}
