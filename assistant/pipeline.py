@@ -160,8 +160,10 @@ class Assistant:
         t0 = time.perf_counter()
         question = self.clean_question(question)
         query = self.clean_question(query) if query else question
-        serving = self._current()
+        # The model first: loading it briefly needs about twice its size (the fp32 file is read, then
+        # cast), and that peak should not stack on a large index already in memory.
         vector = self.embedder.embed_queries([query])[0]
+        serving = self._current()
         found = serving.retriever.search(query, k or self.settings.top_k, query_vector=vector, exclude=exclude)
         t1 = time.perf_counter()
         lexical = serving.index.lexical
