@@ -77,10 +77,6 @@ class UnitVectors:
         rows = self.vectors[a:b].astype(np.float32)
         return {(int(s), int(e)): v for (s, e), v in zip(self.spans[a:b], rows)}
 
-    def rows(self, chunk_id: int) -> tuple[np.ndarray, np.ndarray]:
-        a, b = int(self.offsets[chunk_id]), int(self.offsets[chunk_id + 1])
-        return self.spans[a:b], self.vectors[a:b]
-
     @classmethod
     def load(cls, folder: Path) -> UnitVectors:
         return cls(*(np.load(folder / f"{name}.npy", allow_pickle=False) for name in ("vectors", "offsets", "spans")))
@@ -443,7 +439,7 @@ def _reusable(folder: Path, embedder: Embedder, size: int, overlap: int,
     if chunking != {"chunker": chunker_id(), "size": size, "overlap": overlap}:
         log.info("chunking changed (%s); re-embedding every document", chunking)
         return None
-    if previous.units is None and hasattr(embedder, "embed_passages"):
+    if previous.units is None and getattr(embedder, "embed_passages", None) is not None:
         log.info("the index has no sentence vectors (built by an older version); re-embedding every document")
         return None
     return previous

@@ -129,8 +129,8 @@ class Assistant:
     def status(self) -> dict:
         index = self._current().index
         m = index.manifest
-        return {"index": str(index.folder), "vector_store": index.store.name, "documents": len(m["documents"]), "chunks": m["chunk_count"],
-                "embedding_model": m["embedding"]["model_id"], "built_at": m.get("built_at", ""),
+        return {"index": str(index.folder), "vector_store": index.store.name, "documents": len(m["documents"]),
+                "chunks": m["chunk_count"], "embedding_model": m["embedding"]["model_id"], "built_at": m.get("built_at", ""),
                 "corpus": m.get("corpus", ""), "skipped": m.get("skipped", [])}
 
     # -- questions ---------------------------------------------------------------------------------

@@ -162,6 +162,7 @@ def test_embedder_without_unit_vectors_builds_an_index_without_them(tmp_path):
     folder = tmp_path / "index"
     build(folder, PlainEmbedder())
     assert load_index(folder).units is None and not list(folder.glob("units-*"))
+    assert build(folder, PlainEmbedder()).unchanged  # and it is reused, not re-embedded for lacking them
 
 
 def test_index_without_unit_vectors_is_re_embedded_by_a_capable_embedder(tmp_path, fake_embedder):
