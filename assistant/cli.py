@@ -78,8 +78,10 @@ def _parser() -> argparse.ArgumentParser:
 
 def _reader(p: argparse.ArgumentParser) -> None:
     p.add_argument("--reader", choices=READERS, default=None,
-                   help="extractive: verbatim quotes (fast); llm: a local LLM writes the answer, every sentence "
-                        "checked against the passages (default ASSISTANT_READER or extractive)")
+                   help="extractive: verbatim passage quotes (fast); span: the trained reader model finds the exact "
+                        "answer span and decides what the documents cover, then quotes its passage; llm: a local "
+                        "LLM writes the answer, every sentence checked against the passages (default ASSISTANT_READER "
+                        "or extractive)")
 
 
 def _folders(p: argparse.ArgumentParser, corpus: bool = True) -> None:
@@ -287,11 +289,18 @@ def _format(answer, checked: bool = False) -> str:
     else:
         lines = [f"Q: {answer.question}", "", answer.text, ""]
     cited = answer.related if answer.abstained else answer.citations
+    span = answer.span
+    if span is not None:
+        lines.insert(-2, f"(exact answer: {span.source} chars {span.start}-{span.end}, probability {span.score:.2f})")
     if cited:
         lines.append("Related passages:" if answer.abstained else "Sources:")
     for c in cited:
         where = f"p.{c.page}" if c.page else f"line {c.line}"
-        quote = c.quote if len(c.quote) <= 240 else c.quote[:240] + "…"
+        quote = c.quote
+        if span is not None and c.n == 1 and c.source == span.source and c.start <= span.start and span.end <= c.end:
+            a, b = span.start - c.start, span.end - c.start  # the answer span, marked inside its passage
+            quote = f"{quote[:a]}**{quote[a:b]}**{quote[b:]}"
+        quote = quote if len(quote) <= 240 else quote[:240] + "…"
         lines.append(f"[{c.n}] {c.source} {where}, chars {c.start}-{c.end}: {quote}")
     lines.append(f"({answer.timings_ms.get('total', 0):.0f} ms)")
     return "\n".join(lines) + "\n"

@@ -18,7 +18,22 @@ def quiet_openmp() -> None:
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
-READERS = ("extractive", "llm")
+def native_bf16() -> bool:
+    """Whether this CPU computes bfloat16 natively (AVX-512 BF16 or AMX). Without it torch emulates bf16:
+    measured on an AVX2-only AMD EPYC, 8 layers of EmbeddingGemma ran at 230 tokens/s in bf16 and
+    860 in fp32, while on a CPU with AMX bf16 was 2.3x faster than fp32."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text(errors="replace")
+    except OSError:
+        return False
+    return any(f in flags for f in (" avx512_bf16", " amx_bf16"))
+
+
+def resolve_dtype(dtype: str) -> str:
+    return ("bf16" if native_bf16() else "fp32") if dtype == "auto" else dtype
+
+
+READERS = ("span", "extractive", "llm")
 
 
 def _default_home() -> Path:
@@ -31,7 +46,7 @@ class Settings:
     corpus: Path = Path("corpus")
     index: Path = Path("index")
     embed_model: str = ""  # "" = built-in EmbeddingGemma-300M; or a local folder or hub id
-    embed_dtype: str = "bf16"  # "bf16" or "fp32"
+    embed_dtype: str = "auto"  # "auto" (bf16 where the CPU computes it natively, else fp32), "bf16" or "fp32"
     embed_batch: int = 16
     threads: int = 0  # torch threads; 0 = library default
     chunk_size: int = 360  # characters; a chunk is cut at a sentence end below this when possible
@@ -42,7 +57,8 @@ class Settings:
     port: int = 7860
     max_question_chars: int = 2000
     max_file_mb: int = 50
-    reader: str = "extractive"  # "extractive" (verbatim quotes) or "llm" (generative, every sentence checked)
+    reader: str = "extractive"  # "extractive" (passage quote), "span" (trained reader model) or "llm" (generative)
+    reader_model: str = ""  # "" = the committed reader weights; or a local .safetensors file
     llm_model: str = ""  # "" = built-in Qwen2.5-Coder-1.5B-Instruct GGUF; or a local .gguf file
     llm_threads: int = 0  # llama.cpp threads; 0 = number of cores
     llm_max_tokens: int = 160
@@ -67,8 +83,8 @@ class Settings:
         return replace(self, **{k: v for k, v in changes.items() if v is not None})
 
     def validate(self) -> None:
-        if self.embed_dtype not in ("bf16", "fp32"):
-            raise ConfigError(f"ASSISTANT_EMBED_DTYPE must be bf16 or fp32, not {self.embed_dtype!r}")
+        if self.embed_dtype not in ("auto", "bf16", "fp32"):
+            raise ConfigError(f"ASSISTANT_EMBED_DTYPE must be auto, bf16 or fp32, not {self.embed_dtype!r}")
         for name in ("embed_batch", "chunk_size", "top_k", "port", "max_question_chars", "max_file_mb"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"ASSISTANT_{name.upper()} must be a positive number")

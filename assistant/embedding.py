@@ -89,6 +89,10 @@ class SentenceTransformerEmbedder:
             log.info("loaded embedding model %s (%s)", self.model_id, self.dtype)
             return model
 
+    def transformer(self):
+        """The loaded transformer (a Hugging Face model), for the reader model to share its bottom layers."""
+        return self._load()[0].auto_model
+
     @property
     def dimension(self) -> int:
         model = self._load()

@@ -15,7 +15,7 @@ from .generative import UNSUPPORTED
 
 log = logging.getLogger(__name__)
 
-READER_CHOICES = [("Quote (extractive, fast)", "extractive"), ("Write (local LLM, every sentence checked)", "llm")]
+READER_CHOICES = [("Quote (extractive, fast)", "extractive"), ("Exact span (reader model)", "span"), ("Write (local LLM, every sentence checked)", "llm")]
 LOADING = ("The language model is still loading, so the extractive reader quoted this answer. "
            "Ask again in a moment for a written one.")
 WRITTEN = ("Written by a local language model from the passages below. A sentence with [n] was checked "

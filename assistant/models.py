@@ -363,3 +363,26 @@ def resolve_embedding_model(setting: str, home: Path) -> ResolvedModel:
     if path.is_absolute() or setting.startswith((".", "~")):
         raise ModelError(f"ASSISTANT_EMBED_MODEL={setting!r} is not a folder")
     return ResolvedModel(setting, setting, "")
+
+
+# The trained span reader (scripts/train_reader.py) ships in the package; its sha256 is checked on load.
+READER_WEIGHTS = Path(__file__).resolve().parent / "weights" / "reader.safetensors"
+READER_SHA256 = "05b775df7960b2e7b30d4f465ea393679c89a00556cf7b1c4a5f6d124c49a7f2"  # written by scripts/train_reader.py when it writes the committed weights
+
+
+def resolve_reader_weights(setting: str) -> Path:
+    """``ASSISTANT_READER_MODEL``: "" = the committed weights (sha256-checked), else a local .safetensors file."""
+    if setting:
+        path = Path(setting).expanduser()
+        if not path.is_file() or path.suffix != ".safetensors":
+            raise ModelError(f"ASSISTANT_READER_MODEL={setting!r} is not a .safetensors file")
+        return path
+    if not READER_WEIGHTS.is_file():
+        raise ModelError(f"the reader weights {READER_WEIGHTS} are missing: reinstall assistant or run "
+                         "`make train-reader`")
+    digest = sha256_file(READER_WEIGHTS)
+    if digest != READER_SHA256:
+        raise ModelError(f"the reader weights {READER_WEIGHTS} are damaged (sha256 {digest[:12]}…, expected "
+                         f"{READER_SHA256[:12]}…): restore them with `git checkout {READER_WEIGHTS.name}` or "
+                         "set ASSISTANT_READER_MODEL")
+    return READER_WEIGHTS

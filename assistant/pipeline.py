@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from .config import Settings
+from .config import Settings, resolve_dtype
 from .embedding import Embedder, SentenceTransformerEmbedder
 from .errors import AssistantError, IndexStoreError, IngestError, QuestionError
 from .index_store import BuildReport, build_index, check_compatible, load_index, LoadedIndex
@@ -28,7 +28,7 @@ _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 def make_embedder(settings: Settings, show_progress: bool = False) -> SentenceTransformerEmbedder:
     """The configured embedding model (not loaded until first use)."""
     resolved = resolve_embedding_model(settings.embed_model, settings.home)
-    return SentenceTransformerEmbedder(resolved, settings.embed_dtype, settings.embed_batch, settings.threads,
+    return SentenceTransformerEmbedder(resolved, resolve_dtype(settings.embed_dtype), settings.embed_batch, settings.threads,
                                        show_progress)
 
 
@@ -53,17 +53,40 @@ class Assistant:
         self._serving: _Serving | None = None
 
     def reader_named(self, name: str) -> Reader:
-        """The reader called ``name`` ("extractive" or "llm"), made once; ModelError if the LLM cannot be used."""
+        """The reader called ``name`` ("span", "extractive" or "llm"), made once; ModelError if it cannot be used."""
         with self._lock:
             if name not in self._readers:
                 if name == "llm":
                     from .generative import make_generative_reader
 
                     self._readers[name] = make_generative_reader(self.settings, self.embedder)
+                elif name == "span" and self._reader_model_fits():
+                    self._readers[name] = self._span_reader()
                 else:
                     self._readers[name] = ExtractiveReader(self.embedder,
                                                            self.settings.min_evidence or DEFAULT_MIN_EVIDENCE)
             return self._readers[name]
+
+    def _reader_model_fits(self) -> bool:
+        """The reader model runs on EmbeddingGemma's own layers: with another embedding model (or a
+        test's fake one) the "span" reader is the passage reader alone."""
+        from .models import EMBEDDING_GEMMA
+
+        fits = self.embedder.weights_sha256 == EMBEDDING_GEMMA.files[EMBEDDING_GEMMA.weights_file][1] and \
+            hasattr(self.embedder, "transformer")
+        if not fits:
+            log.warning("the reader model needs the built-in EmbeddingGemma; %s answers with passages only",
+                        self.embedder.model_id)
+        return fits
+
+    def _span_reader(self):
+        """The span reader with the trained reader model."""
+        if "_span" not in self._readers:
+            from .models import resolve_reader_weights
+            from .span_reader import SpanReader
+
+            self._readers["_span"] = SpanReader(self.embedder, resolve_reader_weights(self.settings.reader_model))
+        return self._readers["_span"]
 
     # -- the index ---------------------------------------------------------------------------------
     def _current(self) -> _Serving:
@@ -184,7 +207,7 @@ class Assistant:
         if first is not None:
             timings["first_text"] = (first - t0) * 1000
         yield Answer(question, reading.text, reading.abstained, reading.citations, reading.related,
-                     query if query != question else "", timings)
+                     query if query != question else "", timings, reading.span)
 
 
 __all__ = ["Assistant", "make_embedder", "IndexStoreError"]

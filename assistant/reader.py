@@ -37,6 +37,7 @@ class Reading:
     citations: tuple[Citation, ...]
     related: tuple[Citation, ...]
     evidence: float
+    span: Citation | None = None  # the exact answer, when the reader model found a confident short one
 
 
 @dataclass(frozen=True)

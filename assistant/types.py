@@ -62,6 +62,7 @@ class Answer:
     related: tuple[Citation, ...] = ()  # closest passages shown when the assistant abstains
     query: str = ""  # what was searched for, when it differs from the question
     timings_ms: dict[str, float] = field(default_factory=dict)
+    span: Citation | None = None  # the exact answer inside the first cited passage, when one was found
 
     def to_dict(self) -> dict:
         def cite(c: Citation) -> dict:
@@ -74,6 +75,9 @@ class Answer:
             "abstained": self.abstained,
             "citations": [cite(c) for c in self.citations],
             "related": [cite(c) for c in self.related],
+            "answer_span": None if self.span is None else {
+                "source": self.span.source, "start": self.span.start, "end": self.span.end,
+                "text": self.span.quote, "score": round(self.span.score, 4)},
             "query": self.query or self.question,
             "timings_ms": {k: round(v, 1) for k, v in self.timings_ms.items()},
         }

@@ -141,7 +141,16 @@ def _html_text(text: str) -> str:
     return html.escape(text).replace("\n", "&#10;")
 
 
-def _passage(c: Citation, document_text: str | None) -> str:
+def _marked(c: Citation, span: Citation | None) -> str:
+    """The cited quote, with the exact answer span inside it marked as well."""
+    if span is None or span.source != c.source or not (c.start <= span.start and span.end <= c.end):
+        return f"<mark>{_html_text(c.quote)}</mark>"
+    a, b = span.start - c.start, span.end - c.start
+    return (f'<mark>{_html_text(c.quote[:a])}<strong class="answer-span">{_html_text(c.quote[a:b])}</strong>'
+            f'{_html_text(c.quote[b:])}</mark>')
+
+
+def _passage(c: Citation, document_text: str | None, span: Citation | None = None) -> str:
     """The cited span highlighted, with some of the document around it when the document can be read."""
     before = after = ""
     if document_text is not None and document_text[c.start:c.end] == c.quote:
@@ -153,17 +162,16 @@ def _passage(c: Citation, document_text: str | None) -> str:
             after = after[:after.rindex("\n")]
         before = ("…" if c.start - len(before) > 0 and before else "") + before.lstrip("\n")
         after = after.rstrip() + ("…" if after.strip() and c.end + len(after) < len(document_text) else "")
-    return (f'<div class="passage">{_html_text(before)}<mark>{_html_text(c.quote)}</mark>'
-            f'{_html_text(after)}</div>')
+    return f'<div class="passage">{_html_text(before)}{_marked(c, span)}{_html_text(after)}</div>'
 
 
-def _source_item(c: Citation, document_text: str | None, label: str) -> str:
+def _source_item(c: Citation, document_text: str | None, label: str, span: Citation | None = None) -> str:
     snippet = re.sub(r"\s+", " ", c.quote).strip()
     snippet = snippet if len(snippet) <= 48 else snippet[:48] + "…"
     return (f'<details class="source"><summary><span class="num">{label}</span>'
             f'<span class="doc">{html.escape(c.source)}</span><span class="where">{_where(c)}</span>'
             f'<span class="snippet">{html.escape(snippet)}</span></summary>'
-            f'{_passage(c, document_text)}'
+            f'{_passage(c, document_text, span)}'
             f'<div class="span-info">{html.escape(c.source)} · characters {c.start}–{c.end}</div></details>')
 
 
@@ -186,7 +194,8 @@ def render_answer(answer: Answer, read_text: Callable[[str], str | None] = lambd
         return "\n\n".join(parts)
     parts.append(body(answer.text if upto is None else answer.text[:upto], {c.n for c in answer.citations}))
     if upto is None and answer.citations:
-        items = "".join(_source_item(c, read_text(c.source), str(c.n)) for c in answer.citations)
+        items = "".join(_source_item(c, read_text(c.source), str(c.n), answer.span if c.n == 1 else None)
+                        for c in answer.citations)
         parts.append(f'<div class="sources"><div class="sources-title">Sources</div>{items}</div>')
     return "\n\n".join(parts)
 
@@ -524,6 +533,7 @@ details.source > summary .snippet { color: var(--body-text-color-subdued); }
 details.source .passage { white-space: pre-wrap; font-size: 0.88em; line-height: 1.55; padding: 6px 10px;
                           max-height: 320px; overflow: auto; border-top: 1px solid var(--border-color-primary); }
 details.source mark { background: #fde68a; color: inherit; padding: 1px 0; border-radius: 2px; }
+details.source mark strong.answer-span { background: #f59e0b; font-weight: 600; }
 details.source .span-info { font-size: 0.75em; color: var(--body-text-color-subdued); padding: 4px 10px 6px;
                             border-top: 1px dashed var(--border-color-primary); }
 .not-covered { border-left: 4px solid #f59e0b; background: rgba(245, 158, 11, 0.10); padding: 8px 12px;

@@ -12,7 +12,7 @@ from assistant.errors import ConfigError
 def test_defaults_without_variables():
     s = Settings.from_env({})
     assert s == Settings()
-    assert (s.corpus, s.index, s.embed_model, s.embed_dtype) == (Path("corpus"), Path("index"), "", "bf16")
+    assert (s.corpus, s.index, s.embed_model, s.embed_dtype) == (Path("corpus"), Path("index"), "", "auto")
     assert (s.top_k, s.chunk_size, s.chunk_overlap, s.min_evidence) == (5, 360, 0, 0.0)
 
 
@@ -67,7 +67,7 @@ def test_with_changes_only_given_fields():
     ({"ASSISTANT_TOP_K": "abc"}, "ASSISTANT_TOP_K='abc' is not a valid int"),
     ({"ASSISTANT_CHUNK_SIZE": "3.5"}, "ASSISTANT_CHUNK_SIZE"),
     ({"ASSISTANT_MIN_EVIDENCE": "high"}, "ASSISTANT_MIN_EVIDENCE='high' is not a valid float"),
-    ({"ASSISTANT_EMBED_DTYPE": "fp16"}, "ASSISTANT_EMBED_DTYPE must be bf16 or fp32"),
+    ({"ASSISTANT_EMBED_DTYPE": "fp16"}, "ASSISTANT_EMBED_DTYPE must be auto, bf16 or fp32"),
     ({"ASSISTANT_TOP_K": "0"}, "ASSISTANT_TOP_K must be a positive number"),
     ({"ASSISTANT_EMBED_BATCH": "-1"}, "ASSISTANT_EMBED_BATCH must be a positive number"),
     ({"ASSISTANT_MAX_QUESTION_CHARS": "0"}, "ASSISTANT_MAX_QUESTION_CHARS"),

@@ -1,0 +1,156 @@
+"""The span reader: answer metrics, its decisions (with a stand-in model), and the real trained model."""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from assistant import models
+from assistant.errors import ModelError
+from assistant.evaluation import answer_scores, roc_auc
+from assistant.reader import Passages
+from assistant.span_model import SpanScore, best_span
+from assistant.span_reader import SpanReader
+from assistant.types import Chunk, Hit
+from conftest import FakeEmbedder
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+# -- metrics ---------------------------------------------------------------------------------------
+def test_answer_scores_follow_cmrc_mixed_segmentation():
+    assert answer_scores("光荣和ω-force", ["光荣和ω-force"]) == (1.0, 1.0)
+    assert answer_scores("《光荣和ω-force》。", ["光荣和ω-force"]) == (1.0, 1.0)  # punctuation is dropped
+    em, f1 = answer_scores("由光荣公司", ["光荣和ω-force", "光荣"])
+    assert em == 0.0 and f1 == pytest.approx(2 * (2 / 5) / (2 / 5 + 1))  # best gold: 光荣 (2 of 5 characters)
+    assert answer_scores("in the late 1990s", ["late 1990s"])[1] == pytest.approx(2 / 3)  # words count whole
+    assert answer_scores("", ["x"]) == (0.0, 0.0)
+
+
+def test_roc_auc_counts_ties_as_half():
+    assert roc_auc([3, 2, 1, 0], [1, 1, 0, 0]) == 1.0
+    assert roc_auc([0, 1], [1, 0]) == 0.0
+    assert roc_auc([1, 1], [1, 0]) == 0.5
+    assert np.isnan(roc_auc([1, 2], [1, 1]))
+
+
+def test_best_span_respects_order_and_length():
+    start = np.array([9.0, 0, 5, 0, 0])
+    end = np.array([9.0, 4, 0, 0, 3])
+    assert best_span(start, end, 1, 4) == (1, 3, 8.0)  # (2, 4) within the passage tokens 1..4; never before
+    assert best_span(start, end, 1, 4, max_answer=1)[:2] == (1, 1)
+
+
+# -- decisions, with the model replaced by fixed scores --------------------------------------------
+TEXT = "公司成立于1987年。总部位于深圳市龙岗区，员工约二十万人。"
+
+
+def _passages(question="总部在哪里？", missing=()):
+    chunk = Chunk("a.txt", 100, 100 + len(TEXT), TEXT)
+    other = Chunk("b.txt", 0, 10, "无关的内容，没有答案。")
+    hits = [Hit(0, other, 1.0, 0.6), Hit(1, chunk, 0.9, 0.5)]
+    return Passages(question, np.ones(64, np.float32) / 8, hits, 0.6, [3, 7], {}, None, missing)
+
+
+class FixedReader(SpanReader):
+    def __init__(self, scores, threshold=0.0):
+        super().__init__(FakeEmbedder(), Path("unused"), threshold=threshold)
+        self.fixed = scores
+        self._loaded = (None, None, threshold)
+
+    def score(self, passages):
+        return self.fixed[:len(passages.hits)]
+
+
+def test_span_reader_leads_with_the_exact_span_and_cites_it_verbatim():
+    start = TEXT.index("深圳市龙岗区")
+    reader = FixedReader([SpanScore(0, 2, 1.0, 3.0, 0.1), SpanScore(start, start + 6, 9.0, 1.0, 0.9)])
+    reading = reader.read(_passages())
+    assert not reading.abstained
+    assert reading.span is not None and reading.span.quote == "深圳市龙岗区"
+    assert (reading.span.source, reading.span.start) == ("a.txt", 100 + start)
+    assert reading.text.startswith("**深圳市龙岗区** [1]")
+    first = reading.citations[0]
+    assert first.source == "a.txt"  # reranked: the passage that answers, not the top retrieval hit
+    assert first.start <= reading.span.start and reading.span.end <= first.end
+    assert TEXT[first.start - 100:first.end - 100] == first.quote
+
+
+def test_span_reader_gives_the_passage_alone_when_no_short_span_is_confident():
+    reader = FixedReader([SpanScore(0, 2, 1.0, 3.0, 0.1), SpanScore(0, len(TEXT), 9.0, 1.0, 0.3)])
+    reading = reader.read(_passages())
+    assert not reading.abstained and reading.span is None and reading.citations[0].source == "a.txt"
+
+
+@pytest.mark.parametrize("missing", [(), ("Kubernetes",)])
+def test_span_reader_abstains_below_the_threshold_or_on_a_missing_name(missing):
+    scores = [SpanScore(0, 2, 1.0, 3.0, 0.1), SpanScore(0, 4, 2.0, 1.0, 0.9)]  # best margin 1.0
+    reading = FixedReader(scores, threshold=0.5 if missing else 1.5).read(_passages(missing=missing))
+    assert reading.abstained and reading.citations == () and reading.related and reading.span is None
+    assert ("Kubernetes" in reading.text) == bool(missing)
+
+
+def test_committed_weights_are_verified(tmp_path, monkeypatch):
+    assert models.resolve_reader_weights("") == models.READER_WEIGHTS  # the committed file matches its sha256
+    damaged = tmp_path / "reader.safetensors"
+    shutil.copyfile(models.READER_WEIGHTS, damaged)
+    with open(damaged, "r+b") as f:
+        f.seek(-1, 2)
+        f.write(b"\x00" if f.read(1) != b"\x00" else b"\x01")
+    monkeypatch.setattr(models, "READER_WEIGHTS", damaged)
+    with pytest.raises(ModelError, match="damaged"):
+        models.resolve_reader_weights("")
+    with pytest.raises(ModelError, match="not a .safetensors file"):
+        models.resolve_reader_weights(str(tmp_path / "missing.bin"))
+
+
+def test_answer_json_carries_the_span():
+    from assistant.types import Answer, Citation
+
+    span = Citation(1, "a.txt", 5, 11, "深圳市龙岗区", 0.91234, 2)
+    data = Answer("q", "**深圳市龙岗区** [1]", False, (span,), span=span).to_dict()
+    assert data["answer_span"] == {"source": "a.txt", "start": 5, "end": 11, "text": "深圳市龙岗区", "score": 0.9123}
+    assert Answer("q", "x", True).to_dict()["answer_span"] is None
+
+
+# -- the real model ---------------------------------------------------------------------------------
+SEEDED = ("华为技术有限公司成立于1987年，总部位于广东省深圳市龙岗区坂田华为基地。公司创始人是任正非，"
+          "主要业务包括通信设备、智能手机和云计算服务。")
+NEGATIVE = ("阿里巴巴集团于1999年在浙江省杭州市创立，创始人是马云等十八人。集团业务涵盖电子商务、"
+            "金融科技和云计算，旗下有淘宝、天猫等平台。")
+
+
+@pytest.fixture(scope="module")
+def real_reader(real_settings):
+    from assistant.pipeline import make_embedder
+
+    reader = SpanReader(make_embedder(real_settings), models.resolve_reader_weights(""))
+    reader._model()
+    return reader
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("question, gold", [("华为的总部位于哪里？", "深圳市龙岗区"),
+                                            ("Who founded Huawei?", "任正非")])
+def test_real_model_finds_the_span_and_refuses_a_hard_negative(real_reader, question, gold):
+    from assistant.span_model import score_windows
+
+    model, tokenizer, threshold = real_reader._model()
+    own, other = score_windows(model, tokenizer, question, [SEEDED, NEGATIVE])
+    assert gold in SEEDED[own.start:own.end] and own.end - own.start <= 20  # a short span, not the passage
+    assert own.margin >= threshold > other.margin
+
+
+@pytest.mark.e2e
+def test_real_assistant_answers_with_a_span_on_the_corpus(real_assistant):
+    answer = real_assistant.ask("Transformer 文本分类示例里 d_model 设为多少？", reader=real_assistant.reader_named("span"))
+    assert not answer.abstained
+    assert answer.span is not None and answer.span.quote == "512", answer.text
+    text = (ROOT / "corpus" / answer.span.source).read_text("utf-8")
+    assert text[answer.span.start:answer.span.end] == answer.span.quote
+    first = answer.citations[0]
+    assert first.source == answer.span.source and first.start <= answer.span.start < answer.span.end <= first.end
+    assert json.loads(json.dumps(answer.to_dict()))["answer_span"]["text"] == answer.span.quote
