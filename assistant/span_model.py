@@ -54,11 +54,10 @@ def tokenize_passage(tokenizer, passage: str) -> tuple[list[int], list[tuple[int
     return list(enc["input_ids"]), [tuple(o) for o in enc["offset_mapping"]]
 
 
-def windows(tokenizer, question: str, passage: str, max_len: int = MAX_LEN, stride: int = STRIDE,
-            passage_tokens: tuple[list[int], list[tuple[int, int]]] | None = None) -> list[Window]:
+def windows(tokenizer, question: str, passage: str, max_len: int = MAX_LEN, stride: int = STRIDE) -> list[Window]:
     """The question with each window of the passage (one window when it fits)."""
     q = tokenizer(question, add_special_tokens=False)["input_ids"][:MAX_QUESTION]
-    ids, offsets = passage_tokens or tokenize_passage(tokenizer, passage)
+    ids, offsets = tokenize_passage(tokenizer, passage)
     room = max_len - len(q) - 3
     bos, eos = tokenizer.bos_token_id, tokenizer.eos_token_id
     out: list[Window] = []

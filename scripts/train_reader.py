@@ -189,7 +189,7 @@ def batches(lengths: np.ndarray, tokens_per_batch: int, rng: random.Random) -> l
 
 
 # -- training --------------------------------------------------------------------------------------
-def span_loss(logits, mask, starts, ends, context_mask):
+def span_loss(logits, starts, ends, context_mask):
     import torch
 
     allowed = context_mask.clone()
@@ -281,7 +281,7 @@ def train(args) -> None:
                 starts = torch.tensor([examples[k][1] for k in group])
                 ends = torch.tensor([examples[k][2] for k in group])
                 logits = model.upper(hidden, mask)
-                loss = span_loss(logits, mask, starts, ends, context_masks(examples, group, hidden.shape[1]))
+                loss = span_loss(logits, starts, ends, context_masks(examples, group, hidden.shape[1]))
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(params, 1.0)
