@@ -50,7 +50,7 @@ def load_reader_model(embedder: Embedder, weights: Path) -> tuple[SpanReaderMode
         raise ModelError("the reader model needs the sentence-transformers embedder (its bottom layers are shared)")
     base = transformer()
     own = base.embed_tokens.weight.dtype != torch.float32
-    model = SpanReaderModel(base, int(meta["frozen"]), int(meta["layers"]), own_bottom=own)
+    model = SpanReaderModel(base, int(meta["frozen"]), int(meta["layers"]), own_bottom=own).to(torch.float32)
     model.load_state_dict({k: v.float() for k, v in state.items()})
     model.train(False)
     for p in model.trainable():
