@@ -359,8 +359,7 @@ def page_assistant(tmp_path):
 
 
 def test_page_answers_with_the_extractive_reader_while_the_llm_loads(page_assistant, monkeypatch):
-    from assistant.llm_ui import LOADING
-    from assistant.ui import ChatHandlers
+    from assistant.ui import LOADING, ChatHandlers
 
     llm = SlowLoadingReader(page_assistant.embedder, FakeLLM("Boil the pasta in salted water for nine minutes [1]."),
                             min_evidence=0.1, min_support=0.8)
@@ -388,7 +387,7 @@ def test_page_says_why_the_llm_cannot_answer(page_assistant, monkeypatch):
 
 
 def test_unsupported_sentences_are_shown_as_not_in_the_documents():
-    from assistant.llm_ui import checked_markdown
+    from assistant.render import checked_markdown
 
     shown = checked_markdown(f"Boil it. [1] Mars is red. {UNSUPPORTED}", {1})
     assert '<span class="cite">[1]</span>' in shown

@@ -1,4 +1,6 @@
-"""The chat UI: follow-up resolution, rendering, the handlers with the fake embedder, a launched app.
+"""The chat UI: rendering, upload checks, the handlers with the fake embedder, a launched app.
+
+Follow-up resolution is tested in test_conversation.py.
 
 The last test starts ``app.py`` in a subprocess with the real model and asks through gradio_client (e2e).
 """
@@ -24,53 +26,15 @@ from assistant.config import Settings
 from assistant.errors import IngestError
 from assistant.pipeline import Assistant
 from assistant.types import Answer, Citation
-from assistant.ui import (PENDING, ChatHandlers, answer_markdown, build_app, is_follow_up, launch_options,
-                          message_text, render_answer, resolve_query, safe_name, stage_uploads, stream_cuts)
+from assistant.conversation import message_text
+from assistant.render import PENDING, answer_markdown, render_answer, stream_cuts
+from assistant.ui import ChatHandlers, build_app, launch_options
+from assistant.uploads import safe_name, stage_uploads
 from conftest import FakeEmbedder
 from offline_guard import offline_env
 
 ROOT = Path(__file__).resolve().parent.parent
 OFFSITE = "# 团队团建\n\n我们的年度团建地点定在杭州千岛湖，时间是十月第二周，预算每人两千元。\n"
-
-
-# -- follow-up questions ------------------------------------------------------------------------------
-@pytest.mark.parametrize("question", ["那第二点具体怎么做？", "它的原理是什么？", "这个怎么实现？", "具体怎么做？", "为什么？",
-                                      "tell me more about that", "How does it work?", "why?", "Tell me more.",
-                                      "What about the second point?"])
-def test_follow_ups_are_recognised(question):
-    assert is_follow_up(question)
-
-
-@pytest.mark.parametrize("question", ["初创公司缺少训练数据怎么办？", "注意力机制的原理是什么？", "大模型训练时怎样让数据输入更快？",
-                                      "How can a small startup get enough compute?",
-                                      "What does the GAN example use as its loss?", "什么是GAN？", ""])
-def test_standalone_questions_are_not_follow_ups(question):
-    assert not is_follow_up(question)
-
-
-def test_resolve_query_folds_in_the_previous_question():
-    history = [{"role": "user", "content": "注意力机制的原理是什么？"}, {"role": "assistant", "content": "…[1]"}]
-    assert resolve_query("那第二点具体怎么做？", history) == "注意力机制的原理是什么？ 那第二点具体怎么做？"
-    assert resolve_query("tell me more about that", history) == "注意力机制的原理是什么？ tell me more about that"
-    # a question that stands alone, or the first question, is searched for as it is
-    assert resolve_query("How can a small startup get enough compute?", history) == \
-        "How can a small startup get enough compute?"
-    assert resolve_query("那第二点具体怎么做？", []) == "那第二点具体怎么做？"
-
-
-def test_resolve_query_uses_the_topic_of_a_chain_of_follow_ups():
-    history = [{"role": "user", "content": "注意力机制的原理是什么？"}, {"role": "assistant", "content": "a"},
-               {"role": "user", "content": "那第二点具体怎么做？"}, {"role": "assistant", "content": "b"}]
-    assert resolve_query("为什么？", history) == "注意力机制的原理是什么？ 为什么？"
-
-
-def test_resolve_query_reads_gradio_message_parts_and_respects_the_limit():
-    history = [{"role": "user", "content": [{"type": "text", "text": "GAN 的损失函数是什么"}]}]
-    assert message_text(history[0]["content"]) == "GAN 的损失函数是什么"
-    assert resolve_query("tell me more", history) == "GAN 的损失函数是什么 tell me more"
-    long = [{"role": "user", "content": "注意力" * 500}]
-    folded = resolve_query("为什么？", long, limit=100)
-    assert len(folded) <= 100 and folded.endswith(" 为什么？")
 
 
 # -- rendering ----------------------------------------------------------------------------------------
