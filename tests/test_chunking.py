@@ -2,13 +2,14 @@
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from assistant.chunking import DEBRIS, chunk_document, spans
+from assistant.chunking import CHUNKER_VERSION, DEBRIS, chunk_document, spans
 from assistant.ingest import read_document
 from assistant.types import Chunk, Document
 
@@ -268,3 +269,43 @@ def test_real_corpus_offsets(path):
     assert_well_formed(document, chunks)
     joined = "".join(c.text for c in chunks)
     assert "<|" not in joined
+
+
+# -- CHUNKER_VERSION -------------------------------------------------------------------------------
+# An index stores the CHUNKER_VERSION of its chunks and reuses them while it is unchanged, so the
+# version must change whenever the output does. The fingerprint of chunking SAMPLE (offsets, texts,
+# headings and units, with three settings) is recorded here for the version it belongs to.
+CHUNKER_FINGERPRINTS = {1: "c176f41b43d6d2ee"}
+
+SAMPLE = (
+    "# 机器学习面试题\n\n**1. 什么是过拟合？**\n\n"
+    "过拟合是模型在训练集上表现很好，在测试集上表现很差。常见原因：模型太复杂；数据太少！怎么办？加正则。\n\n"
+    "## Code\n\nUse early stopping:\n\n```python\nfor epoch in range(10):\n    train()\n"
+    "    if val_loss > best:\n        break\n```\n\n"
+    "<|bot|> A sentence after debris. Another one here! And a question? Yes; indeed.\n"
+    "- item one\n- item two, with a comma, and more words so that it is long enough to be cut somewhere\n\n"
+    "一个很长的句子没有任何句号但是有逗号，逗号后面还有很多字，这样它就会在逗号处被切开，继续写更多的字直到超过大小限制还要更长一些才行"
+    "\n\n**什么是欠拟合?**\n欠拟合是模型太简单。\u3000\n\n### 小结 ###\n\n中文与 English mixed text. 最后一句。 See "
+    "section 2.1 for more. 结束。\n\u3000\n注意事项。 ## 中间的标题\n内容在这里。\n\n  ~~~\nx = 1\n  ~~~\n\n"
+    "清单：苹果、香蕉、葡萄、橙子、西瓜、草莓、蓝莓、芒果、菠萝、荔枝、龙眼、柚子、石榴、樱桃、桃子、李子、杏子"
+)
+
+
+def chunker_fingerprint() -> str:
+    document = make_document(SAMPLE)
+    out = []
+    for size, overlap in ((40, 0), (80, 16), (400, 0)):
+        chunks = chunk_document(document, size, overlap)
+        out.append([[c.start, c.end, c.heading, c.text, [[u.start, u.end, u.kind, u.block] for u in spans(c.text)]]
+                    for c in chunks])
+    out.append([[u.start, u.end, u.kind, u.block] for u in spans(SAMPLE, 60)])
+    return hashlib.sha256(json.dumps(out, ensure_ascii=False).encode("utf-8")).hexdigest()[:16]
+
+
+def test_a_change_of_the_chunking_output_bumps_chunker_version():
+    fingerprint = chunker_fingerprint()
+    assert CHUNKER_FINGERPRINTS.get(CHUNKER_VERSION) == fingerprint, (
+        f"the chunking output changed without a new CHUNKER_VERSION ({CHUNKER_VERSION}): bump CHUNKER_VERSION in "
+        f"assistant/chunking.py (indexes are then re-embedded on their next build) and record "
+        f"{CHUNKER_VERSION + 1 if CHUNKER_VERSION in CHUNKER_FINGERPRINTS else CHUNKER_VERSION}: {fingerprint!r} "
+        "in CHUNKER_FINGERPRINTS in tests/test_chunking.py")

@@ -1,4 +1,4 @@
-"""Tests for assistant.index_store: the index folder on disk, with the fake embedder."""
+"""Tests for assistant.index_store (manifest, index_load, index_build, generations): the index folder on disk."""
 from __future__ import annotations
 
 import fcntl
@@ -10,12 +10,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import assistant.index_store as index_store
+import assistant.generations as generations
 from assistant.chunking import chunk_document
 from assistant.errors import IndexStoreError
 from assistant.index_store import (FORMAT, FORMAT_VERSION, MANIFEST, build_index, check_compatible, chunker_id,
-                                   load_index, read_manifest)
+                                   load_index, plan_documents, read_manifest)
 from assistant.ingest import scan_folder
+from assistant.lexical import LexicalIndex
 from assistant.types import Document
 from assistant.chunking import spans
 from conftest import FakeEmbedder, PlainEmbedder
@@ -419,7 +420,7 @@ def test_failure_after_files_moved_leaves_old_index_and_next_build_cleans_up(bui
         raise OSError("disk went away")
 
     with monkeypatch.context() as m:
-        m.setattr(index_store, "_fsync_tree", crash)
+        m.setattr(generations, "_fsync_tree", crash)
         with pytest.raises(OSError, match="disk went away"):
             build(built, fake_embedder, documents(changed))
     stray = [p.name for p in built.iterdir() if p.name.startswith(("vectors-", "chunks-", "lexical-", "units-"))
@@ -444,7 +445,7 @@ def test_failure_in_staging_leaves_no_temporary_folder(built, fake_embedder, mon
     def broken_build(texts, reuse=None):
         raise ValueError("bm25 failed")
 
-    monkeypatch.setattr(index_store.LexicalIndex, "build", staticmethod(broken_build))
+    monkeypatch.setattr(LexicalIndex, "build", staticmethod(broken_build))
     with pytest.raises(ValueError, match="bm25 failed"):
         build(built, fake_embedder, rebuild=True)
     assert read_manifest(built)["generation"] == generation
@@ -598,3 +599,33 @@ def test_scan_folder_documents_build_an_index(tmp_path, fake_embedder):
     manifest = read_manifest(tmp_path / "index")
     assert {d["sha256"] for d in manifest["documents"]} == {
         hashlib.sha256((corpus / s).read_bytes()).hexdigest() for s in TEXTS}
+
+
+# -- reuse plan ------------------------------------------------------------------------------------
+
+def test_the_plan_reuses_unchanged_documents_and_chunks_the_others_anew(built, fake_embedder):
+    previous = load_index(built)
+    changed = {"new.md": "A new document. It has text.", **TEXTS}  # first: every kept chunk moves
+    changed["python.md"] += "\n\nTuples are immutable."
+    del changed["fruit.md"]
+    plans = plan_documents(documents(changed), previous, SIZE, 0)
+    assert [p.document.source for p in plans] == list(changed)
+    assert [p.first_chunk for p in plans] == [0, len(plans[0].chunks), len(plans[0].chunks) + len(plans[1].chunks)]
+    new, python, travel = plans
+    old = {d["source"]: d for d in previous.manifest["documents"]}
+    assert travel.reused_from == old["notes/travel.txt"]["first_chunk"] and travel.reused_from != travel.first_chunk
+    assert list(travel.chunks) == previous.chunks[travel.previous_ids.start:travel.previous_ids.stop]
+    assert len(travel.previous_ids) == len(travel.ids) == old["notes/travel.txt"]["chunks"]
+    for plan in (new, python):
+        assert plan.reused_from is None and not plan.previous_ids
+        assert list(plan.chunks) == chunk_document(plan.document, SIZE, 0)
+
+    report = build(built, fake_embedder, documents(changed))
+    assert report.embedded_chunks == len(new.chunks) + len(python.chunks) and report.reused_documents == 1
+    assert read_manifest(built)["documents"] == [p.record().to_json() for p in plans]
+
+
+def test_without_a_previous_index_the_plan_reuses_nothing():
+    plans = plan_documents(documents(), None, SIZE, 0)
+    assert all(p.reused_from is None for p in plans)
+    assert [c for p in plans for c in p.chunks] == [c for d in documents() for c in chunk_document(d, SIZE, 0)]

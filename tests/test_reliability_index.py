@@ -50,7 +50,7 @@ CHILD = textwrap.dedent("""
     import os, sys, time
     sys.path[:0] = [{root!r}, {tests!r}]
     from pathlib import Path
-    import assistant.index_store as store
+    import assistant.generations as generations
     from assistant.config import Settings
     from assistant.pipeline import Assistant
     from conftest import FakeEmbedder
@@ -78,9 +78,9 @@ CHILD = textwrap.dedent("""
     elif point == "before-swap":  # the new generation's files are in the index folder, the manifest is not
         def fsync_tree(folder, names):
             reached()
-        store._fsync_tree = fsync_tree
+        generations._fsync_tree = fsync_tree
     elif point == "after-swap":  # the new manifest is in place, the old generation not yet removed
-        store._remove_other_generations = lambda folder, keep: reached()
+        generations.remove_other_generations = lambda folder, keep: reached()
     else:
         raise SystemExit("unknown point " + point)
     settings = Settings(corpus=Path(corpus), index=Path(index), chunk_size=40)

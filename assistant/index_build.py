@@ -1,0 +1,326 @@
+"""Building an index folder: plan what each document reuses, embed the rest, write a new generation.
+
+A document whose content hash and chunking are unchanged keeps its chunks, vectors, sentence
+vectors and BM25 tokens (its :class:`DocumentPlan` says where they are in the previous index); only
+new and changed documents are chunked, embedded and tokenized. An index built with another
+embedding model is refused, not mixed. generations.py makes the write atomic.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+
+from . import generations
+from . import manifest as manifest_file
+from .chunking import chunk_document, spans
+from .embedding import Embedder
+from .errors import IndexStoreError
+from .index_load import LoadedIndex, UnitVectors, load_index
+from .lexical import SCORING, TOKENIZER, LexicalIndex
+from .manifest import (MANIFEST, Chunking, DocumentRecord, Embedding, Manifest, check_compatible, chunker_id,
+                       part_file)
+from .types import Chunk, Document
+from .vector_store import VectorStore, store_manifest, write_rows
+
+log = logging.getLogger(__name__)
+
+Progress = Callable[[int, int], None]
+UnitRows = tuple[np.ndarray, np.ndarray]  # one chunk's unit spans (n x 2, int32) and unit vectors (n x dim, float16)
+
+
+@dataclass(frozen=True)
+class BuildReport:
+    documents: int
+    chunks: int
+    embedded_chunks: int  # chunks whose vectors were computed (the rest were reused)
+    reused_documents: int
+    removed_documents: int
+    skipped: tuple[tuple[str, str], ...]
+    seconds: float
+    unchanged: bool = False
+    index: LoadedIndex | None = field(default=None, repr=False, compare=False)  # the new index, as written
+
+
+@dataclass(frozen=True)
+class DocumentPlan:
+    """How one document enters the new generation: its chunks, and whether they are the previous index's."""
+
+    document: Document
+    first_chunk: int  # where its chunks start in the new index
+    chunks: tuple[Chunk, ...]
+    reused_from: int | None = None  # where the same chunks start in the previous index; None: embed them
+
+    @property
+    def ids(self) -> range:
+        """Its chunks' positions in the new index."""
+        return range(self.first_chunk, self.first_chunk + len(self.chunks))
+
+    @property
+    def previous_ids(self) -> range:
+        """Its chunks' positions in the previous index (none unless reused)."""
+        if self.reused_from is None:
+            return range(0)
+        return range(self.reused_from, self.reused_from + len(self.chunks))
+
+    def record(self) -> DocumentRecord:
+        d = self.document
+        return DocumentRecord(d.source, d.sha256, self.first_chunk, len(self.chunks), tuple(map(tuple, d.pages)),
+                              len(d.text), d.encoding)
+
+
+def plan_documents(documents: list[Document], previous: LoadedIndex | None, chunk_size: int,
+                   chunk_overlap: int) -> list[DocumentPlan]:
+    """Each document's plan: the previous index's chunks when its content is unchanged, new chunks otherwise."""
+    old = {d.source: d for d in previous.info.documents} if previous else {}
+    plans, first = [], 0
+    for document in documents:
+        prior = old.get(document.source)
+        if prior and prior.sha256 == document.sha256:
+            chunks = previous.chunks[prior.first_chunk:prior.first_chunk + prior.chunks]
+            plan = DocumentPlan(document, first, tuple(chunks), prior.first_chunk)
+        else:
+            plan = DocumentPlan(document, first, tuple(chunk_document(document, chunk_size, chunk_overlap)))
+        plans.append(plan)
+        first += len(plan.chunks)
+    return plans
+
+
+def build_index(folder: Path, documents: list[Document], embedder: Embedder, *, chunk_size: int, chunk_overlap: int,
+                skipped: list[tuple[str, str]] = (), corpus: Path | None = None, rebuild: bool = False,
+                progress: Progress | None = None, embed_batch: int = 64,
+                loaded: LoadedIndex | None = None, store: VectorStore | None = None) -> BuildReport:
+    """Build (or update) the index in ``folder`` from ``documents``.
+
+    ``store``: a persistent vector store (Milvus) to hold the dense vectors instead of the folder's
+    vectors file; it is updated in place (rows of removed and changed documents deleted, new ones
+    added) when it holds the previous generation, and rewritten otherwise.
+
+    ``loaded``: the index as a server already holds it in memory; used instead of reading the folder
+    again when it is still the generation that the folder's manifest names.
+
+    Documents whose content hash and chunking are unchanged keep their vectors; only new and changed
+    documents are embedded. ``rebuild=True`` re-embeds everything.
+    """
+    t0 = time.monotonic()
+    if not documents:  # an index of nothing cannot answer anything (and BM25 cannot index an empty corpus)
+        raise _nothing_to_index(skipped)
+    if folder.exists() and any(folder.iterdir()) and not (folder / MANIFEST).exists() \
+            and not generations.only_our_files(folder):
+        raise IndexStoreError(f"{folder} is not empty and is not an assistant index: refusing to write into it; "
+                              "pick another --index")
+    with generations.build_lock(folder):
+        previous = _reusable(folder, embedder, chunk_size, chunk_overlap, loaded, store) if not rebuild else None
+        in_store = _store_holds(store, previous, embedder, rebuild)
+        if previous is not None and previous.keys is not None and not in_store:
+            log.warning("%s does not hold the index's vectors; re-embedding every document", store.name)
+            previous = None
+        plans = plan_documents(documents, previous, chunk_size, chunk_overlap)
+        chunks = [c for p in plans for c in p.chunks]
+        if not chunks:
+            raise _nothing_to_index(skipped)
+        to_embed = [i for p in plans if p.reused_from is None for i in p.ids]
+        reused = sum(p.reused_from is not None for p in plans)
+        old = {d.source for d in previous.info.documents} if previous else set()
+        removed = len(old - {d.source for d in documents})
+        same_store = in_store or (store is None and previous is not None and previous.keys is None)
+        if previous and not to_embed and not removed and len(documents) == len(old) and same_store:
+            # Nothing to write, but files left by a build that was killed are still removed.
+            generations.remove_other_generations(folder, previous.info.generation)
+            return BuildReport(len(documents), len(chunks), 0, reused, 0, tuple(skipped), time.monotonic() - t0, True)
+        embedded, new_units = _embed(embedder, chunks, to_embed, progress, embed_batch)
+        vectors = _vectors(plans, embedded, previous, in_store)
+        units = _unit_table(plans, new_units, embedder.dimension, previous.units if previous else None)
+        tokens = _token_sources(plans, previous)
+        lines = _chunk_lines(documents, chunks)
+        manifest = Manifest(
+            embedding=Embedding(embedder.model_id, embedder.dimension, embedder.weights_sha256,
+                                getattr(embedder, "dtype", "")),
+            chunking=Chunking(chunker_id(), chunk_size, chunk_overlap), documents=tuple(p.record() for p in plans),
+            chunk_count=len(chunks), lexical={"tokenizer": TOKENIZER, "scoring": SCORING},
+            vector_store=None if store is None else {"engine": "milvus",
+                                                     "collection": getattr(store, "collection", "")},
+            corpus=str(corpus.resolve()) if corpus else "", skipped=tuple((s, r) for s, r in skipped),
+            built_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+        written = None
+        if store is None:
+            matrix = np.vstack(vectors).astype(np.float32)
+            final, index, lexical = _write_generation(folder, manifest, chunks, lines, matrix, units, tokens, t0)
+            pages = {d.source: [tuple(p) for p in d.pages] for d in documents if d.pages}
+            written = LoadedIndex(folder, final.to_json(), chunks, lines, index, lexical, pages, units, info=final)
+        else:
+            write_rows(store, manifest.to_json(), [c.source for c in chunks], vectors, to_embed,
+                       previous.keys if in_store else None)
+            final, _, _ = _write_generation(folder, manifest, chunks, lines, None, units, tokens, t0)
+            emb = final.embedding
+            store.write_manifest(store_manifest(emb.model_id, emb.weights_sha256, emb.dimension, final.generation))
+        return BuildReport(len(documents), len(chunks), len(to_embed), reused, removed, tuple(skipped),
+                           time.monotonic() - t0, index=written)
+
+
+def _nothing_to_index(skipped) -> IndexStoreError:
+    reasons = "; ".join(f"{source}: {reason}" for source, reason in list(skipped)[:3])
+    return IndexStoreError(f"no text to index ({len(skipped)} files skipped{': ' if reasons else ''}{reasons}): "
+                           "add .txt, .md, .pdf or .docx files with text to the corpus folder")
+
+
+def _store_holds(store: VectorStore | None, previous: LoadedIndex | None, embedder: Embedder, rebuild: bool) -> bool:
+    """Whether ``store`` holds the previous generation's vectors (so only the difference is written).
+    A store built with another model is refused, as an index folder is, unless rebuilding."""
+    if store is None:
+        return False
+    held = store.read_manifest()
+    if held is not None and not rebuild:
+        check_compatible(held, embedder, what=store.name)
+    return previous is not None and previous.store is store and held is not None \
+        and bool(previous.info.generation) and held.get("generation") == previous.info.generation
+
+
+def _reusable(folder: Path, embedder: Embedder, size: int, overlap: int,
+              loaded: LoadedIndex | None = None, store: VectorStore | None = None) -> LoadedIndex | None:
+    """The previous index if its vectors can be reused; a foreign model is refused, not mixed."""
+    if not (folder / MANIFEST).exists():
+        return None
+    try:
+        current = loaded is not None and loaded.folder.resolve() == folder.resolve() and \
+            manifest_file.read(folder)[1].generation == loaded.info.generation
+        previous = loaded if current else load_index(folder, store, strict=False)
+    except IndexStoreError as exc:
+        log.warning("previous index not reusable, rebuilding from scratch: %s", exc)
+        return None
+    check_compatible(previous.info, embedder)
+    if previous.info.chunking != Chunking(chunker_id(), size, overlap):
+        log.info("chunking changed (%s); re-embedding every document", previous.manifest["chunking"])
+        return None
+    if previous.units is None and getattr(embedder, "embed_passages", None) is not None:
+        log.info("the index has no sentence vectors (built by an older version); re-embedding every document")
+        return None
+    return previous
+
+
+def _embed(embedder: Embedder, chunks: list[Chunk], to_embed: list[int], progress: Progress | None,
+           batch: int) -> tuple[dict[int, np.ndarray], dict[int, UnitRows]]:
+    """The vectors of the chunks ``to_embed`` by chunk id, and their unit rows when the embedder gives unit vectors."""
+    # Longest first, so batches pad little; the embedder sorts within a call, we sort across calls.
+    order = sorted(to_embed, key=lambda i: len(chunks[i].text), reverse=True)
+    late = getattr(embedder, "embed_passages", None)
+    vectors: dict[int, np.ndarray] = {}
+    units: dict[int, UnitRows] = {}
+    for k in range(0, len(order), batch):
+        ids = order[k:k + batch]
+        texts, titles = [chunks[i].text for i in ids], [chunks[i].heading for i in ids]
+        if late is not None:
+            spans_ = [[(s.start, s.end) for s in spans(t)] for t in texts]
+            out, unit_out = late(texts, titles, spans_)
+            for i, sp, uv in zip(ids, spans_, unit_out, strict=True):
+                units[i] = (np.asarray(sp, dtype=np.int32).reshape(-1, 2), np.asarray(uv, dtype=np.float16))
+        else:
+            out = embedder.embed_documents(texts, titles)
+        vectors.update(zip(ids, out, strict=True))
+        if progress:
+            progress(len(vectors), len(order))
+    return vectors, units
+
+
+def _vectors(plans: list[DocumentPlan], embedded: dict[int, np.ndarray], previous: LoadedIndex | None,
+             in_store: bool) -> list[np.ndarray | None]:
+    """Each chunk's vector: embedded now, or read from the previous index; None where the store keeps it."""
+    vectors: list[np.ndarray | None] = []
+    for p in plans:
+        if p.reused_from is None:
+            vectors.extend(embedded[i] for i in p.ids)
+        elif in_store or not p.chunks:
+            vectors.extend([None] * len(p.chunks))
+        else:
+            vectors.extend(previous.dense_vectors(np.asarray(p.previous_ids)))
+    return vectors
+
+
+def _unit_table(plans: list[DocumentPlan], new: dict[int, UnitRows], dimension: int,
+                previous: UnitVectors | None) -> UnitVectors | None:
+    """One table of all chunks' unit vectors, or None unless every chunk has them: a new chunk's rows are
+    in ``new``, a reused document's are copied from ``previous`` in one block (an incremental build of
+    20k chunks changes a few)."""
+    reused = [p for p in plans if p.reused_from is not None and p.chunks]
+    fresh = [i for p in plans if p.reused_from is None for i in p.ids]
+    if (reused and previous is None) or any(i not in new for i in fresh):
+        return None
+    counts = np.zeros(sum(len(p.chunks) for p in plans), dtype=np.int64)
+    for p in reused:
+        counts[p.ids.start:p.ids.stop] = np.diff(previous.offsets[p.reused_from:p.previous_ids.stop + 1])
+    for i in fresh:
+        counts[i] = len(new[i][0])
+    offsets = np.zeros(len(counts) + 1, dtype=np.int64)
+    np.cumsum(counts, out=offsets[1:])
+    vectors = np.empty((int(offsets[-1]), dimension), dtype=np.float16)
+    spans_ = np.empty((int(offsets[-1]), 2), dtype=np.int32)
+    for p in reused:
+        a, b = previous.offsets[p.reused_from], previous.offsets[p.previous_ids.stop]
+        lo, hi = offsets[p.ids.start], offsets[p.ids.stop]
+        vectors[lo:hi], spans_[lo:hi] = previous.vectors[a:b], previous.spans[a:b]
+    for i in fresh:
+        a, b = offsets[i], offsets[i + 1]
+        spans_[a:b], vectors[a:b] = new[i][0].reshape(-1, 2), new[i][1].reshape(-1, dimension)
+    return UnitVectors(vectors, offsets, spans_)
+
+
+def _token_sources(plans: list[DocumentPlan], previous: LoadedIndex | None) -> list[tuple[LexicalIndex, int] | None]:
+    """Per chunk, where its BM25 tokens are taken from: (the previous lexical index, chunk id), or None to tokenize."""
+    sources: list[tuple[LexicalIndex, int] | None] = []
+    for p in plans:
+        sources.extend([(previous.lexical, i) for i in p.previous_ids] if p.reused_from is not None
+                       else [None] * len(p.chunks))
+    return sources
+
+
+def _chunk_lines(documents: list[Document], chunks: list[Chunk]) -> list[int]:
+    """1-based line of each chunk's start, counting newlines only since the previous chunk of the
+    same document (a document's chunks are in order), so a long document is scanned once."""
+    texts = {d.source: d.text for d in documents}
+    lines, source, pos, line = [], None, 0, 1
+    for c in chunks:
+        if c.source != source or c.start < pos:
+            source, pos, line = c.source, 0, 1
+        line += texts[source].count("\n", pos, c.start)
+        pos = c.start
+        lines.append(line)
+    return lines
+
+
+def _write_generation(folder: Path, manifest: Manifest, chunks: list[Chunk], lines: list[int],
+                      matrix: np.ndarray | None, units: UnitVectors | None,
+                      tokens: list[tuple[LexicalIndex, int] | None],
+                      t0: float) -> tuple[Manifest, object, LexicalIndex]:
+    """Write a generation (``matrix`` None: no vectors file, they are in a store) and swap it in.
+
+    Returns what was written, for serving it without reading it back: the manifest, the FAISS index
+    (None with a store) and the lexical index."""
+    import faiss
+
+    generation = generations.new_generation()
+    parts = ["chunks", "lexical"] + ["vectors"] * (matrix is not None) + ["units"] * (units is not None)
+    files = {part: part_file(part, generation) for part in parts}
+    with generations.staging(folder, generation) as stage:
+        index = None
+        if matrix is not None:
+            index = faiss.IndexFlatIP(matrix.shape[1])
+            if len(matrix):
+                index.add(matrix)
+            faiss.write_index(index, str(stage / files["vectors"]))
+        with open(stage / files["chunks"], "w", encoding="utf-8") as f:
+            for c, line in zip(chunks, lines, strict=True):
+                f.write(json.dumps({"source": c.source, "start": c.start, "end": c.end, "line": line,
+                                    "heading": c.heading, "text": c.text}, ensure_ascii=False) + "\n")
+        lexical = LexicalIndex.build([c.text for c in chunks], tokens)
+        lexical.save(stage / files["lexical"])
+        if units is not None:
+            units.save(stage / files["units"])
+        manifest = replace(manifest, files=files, generation=generation, build_seconds=round(time.monotonic() - t0, 2))
+        generations.commit(folder, stage, manifest)
+    generations.remove_other_generations(folder, generation)
+    return manifest, index, lexical
