@@ -2,8 +2,10 @@
 
 It implements the same ``Reader`` protocol as the extractive reader. Steps:
 
-1. Abstain before generating when the retrieval evidence is weak (the extractive reader's calibrated
-   threshold), with the closest passages as related reading.
+1. Abstain before generating when the passages do not cover the question: the span reader's
+   decision (span_reader.Answerability: cosine evidence, and the reader model below the cosine
+   threshold) where the reader model fits, else the calibrated cosine threshold alone; the closest
+   passages are given as related reading.
 2. Prompt the model (its own chat template) with the top passages, numbered and capped in length,
    the question, and an instruction to answer only from them, in the question's language, citing [n].
 3. Grounding check: split the answer into sentences and tie each one to a passage: its own valid
@@ -136,13 +138,16 @@ def llm_model_path(settings: Settings) -> Path:
         raise ModelError(f"{exc} (or `make models-llm`)") from None
 
 
-def make_generative_reader(settings: Settings, embedder: Embedder) -> GenerativeReader:
-    """The LLM reader from settings; a clear ModelError when llama-cpp-python or the model is missing."""
+def make_generative_reader(settings: Settings, embedder: Embedder, gate=None) -> GenerativeReader:
+    """The LLM reader from settings; a clear ModelError when llama-cpp-python or the model is missing.
+
+    ``gate`` (span_reader.Answerability) decides "not in the documents" with the reader model;
+    without it, the cosine threshold alone decides."""
     if not llama_available():
         raise ModelError(INSTALL_HINT)
     llm = LlamaModel(llm_model_path(settings), settings.llm_threads)
     return GenerativeReader(embedder, llm, settings.min_evidence or DEFAULT_MIN_EVIDENCE,
-                            max_tokens=settings.llm_max_tokens)
+                            max_tokens=settings.llm_max_tokens, gate=gate)
 
 
 # -- sentences and markers --------------------------------------------------------------------------
@@ -276,7 +281,7 @@ class GenerativeReader:
 
     def __init__(self, embedder: Embedder, llm: ChatModel, min_evidence: float = DEFAULT_MIN_EVIDENCE,
                  min_support: float = DEFAULT_MIN_SUPPORT, min_support_cross: float | None = None,
-                 passages: int = 3, passage_chars: int = 350, max_tokens: int = 160) -> None:
+                 passages: int = 3, passage_chars: int = 350, max_tokens: int = 160, gate=None) -> None:
         if passages <= 0 or passage_chars <= 0 or max_tokens <= 0:
             raise ValueError("passages, passage_chars and max_tokens must be positive")
         self.embedder = embedder
@@ -289,6 +294,7 @@ class GenerativeReader:
         self.passages = passages
         self.passage_chars = passage_chars
         self.max_tokens = max_tokens
+        self.gate = gate  # the reader model's answerability decision, when there is one
         self._extractive = ExtractiveReader(embedder, min_evidence)  # for abstaining: same text, same related
 
     @property
@@ -310,7 +316,7 @@ class GenerativeReader:
 
     def stream(self, passages: Passages) -> Iterator[str | Reading]:
         """Text deltas as the model writes them, then the checked Reading (always last)."""
-        if passages.evidence < self.min_evidence or not passages.hits or passages.missing_terms:
+        if not self.answerable(passages):
             yield self._abstain(passages)
             return
         draft = []
@@ -318,6 +324,12 @@ class GenerativeReader:
             draft.append(delta)
             yield delta
         yield self.check("".join(draft), passages)
+
+    def answerable(self, passages: Passages) -> bool:
+        """The decision before generating: the reader model's (see span_reader), else the cosine threshold."""
+        if self.gate is not None:
+            return self.gate.decide(passages).answerable
+        return passages.evidence >= self.min_evidence and bool(passages.hits) and not passages.missing_terms
 
     def check(self, draft: str, passages: Passages) -> Reading:
         """The grounding check of a finished draft, as a Reading."""

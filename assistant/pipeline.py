@@ -59,7 +59,9 @@ class Assistant:
                 if name == "llm":
                     from .generative import make_generative_reader
 
-                    self._readers[name] = make_generative_reader(self.settings, self.embedder)
+                    # The same "not in the documents" decision as the span reader, where the reader model fits.
+                    gate = self._span_reader().gate if self._reader_model_fits(quiet=True) else None
+                    self._readers[name] = make_generative_reader(self.settings, self.embedder, gate)
                 elif name == "span" and self._reader_model_fits():
                     self._readers[name] = self._span_reader()
                 else:
@@ -67,14 +69,14 @@ class Assistant:
                                                            self.settings.min_evidence or DEFAULT_MIN_EVIDENCE)
             return self._readers[name]
 
-    def _reader_model_fits(self) -> bool:
+    def _reader_model_fits(self, quiet: bool = False) -> bool:
         """The reader model runs on EmbeddingGemma's own layers: with another embedding model (or a
         test's fake one) the "span" reader is the passage reader alone."""
         from .models import EMBEDDING_GEMMA
 
         fits = self.embedder.weights_sha256 == EMBEDDING_GEMMA.files[EMBEDDING_GEMMA.weights_file][1] and \
             hasattr(self.embedder, "transformer")
-        if not fits:
+        if not fits and not quiet:
             log.warning("the reader model needs the built-in EmbeddingGemma; %s answers with passages only",
                         self.embedder.model_id)
         return fits
@@ -85,7 +87,8 @@ class Assistant:
             from .models import resolve_reader_weights
             from .span_reader import SpanReader
 
-            self._readers["_span"] = SpanReader(self.embedder, resolve_reader_weights(self.settings.reader_model))
+            self._readers["_span"] = SpanReader(self.embedder, resolve_reader_weights(self.settings.reader_model),
+                                                min_evidence=self.settings.min_evidence or DEFAULT_MIN_EVIDENCE)
         return self._readers["_span"]
 
     # -- the index ---------------------------------------------------------------------------------

@@ -412,7 +412,7 @@ def cli_with_fake_llm(monkeypatch, tmp_path):
     embedder = FakeEmbedder(512)
     monkeypatch.setattr(pipeline, "make_embedder", lambda settings, show_progress=False: embedder)
     reply = "Boil the pasta in salted water for nine minutes [1]. Quantum chromodynamics explains the strong force."
-    monkeypatch.setattr(generative, "make_generative_reader", lambda settings, embedder: GenerativeReader(
+    monkeypatch.setattr(generative, "make_generative_reader", lambda settings, embedder, gate=None: GenerativeReader(
         embedder, FakeLLM(reply), settings.min_evidence, min_support=0.8))
     corpus = tmp_path / "corpus"
     corpus.mkdir()
@@ -444,3 +444,31 @@ def test_cli_eval_with_the_llm_reader(cli_with_fake_llm, tmp_path, capsys):
     assert code == 0
     assert report["metrics"]["hit@1"] == 1.0 and report["metrics"]["citation_validity"] == 1.0
     assert report["metrics"]["key_recall"] == 1.0
+
+
+class FixedGate:
+    """A stand-in for span_reader.Answerability with a fixed decision."""
+
+    def __init__(self, answerable: bool) -> None:
+        self.answerable = answerable
+        self.asked = 0
+
+    def decide(self, passages):
+        from assistant.span_reader import Decision
+
+        self.asked += 1
+        return Decision(self.answerable)
+
+
+@pytest.mark.parametrize("answerable, evidence", [(False, 0.9), (True, 0.40)])
+def test_the_reader_models_decision_gates_generation(answerable, evidence):
+    """With the reader model's gate, its decision (not the cosine threshold) says whether to generate."""
+    embedder = FakeEmbedder(512)
+    gate = FixedGate(answerable)
+    reader, llm = reader_with("Boil the pasta in salted water for nine minutes. [1]", embedder, gate=gate)
+    reading = reader.read(make_passages("How long should pasta boil?", embedder, evidence=evidence))
+    assert gate.asked == 1
+    assert reading.abstained != answerable and bool(llm.prompts) == answerable
+    if answerable:
+        assert reading.citations and reading.citations[0].source == "cooking.md"
+        assert_verbatim(reading)

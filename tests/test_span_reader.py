@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +12,7 @@ import pytest
 from assistant import models
 from assistant.errors import ModelError
 from assistant.evaluation import answer_scores, roc_auc
-from assistant.reader import Passages
+from assistant.reader import ExtractiveReader, Passages
 from assistant.span_model import SpanScore, best_span
 from assistant.span_reader import SpanReader
 from assistant.types import Chunk, Hit
@@ -48,30 +49,37 @@ def test_best_span_respects_order_and_length():
 TEXT = "公司成立于1987年。总部位于深圳市龙岗区，员工约二十万人。"
 
 
-def _passages(question="总部在哪里？", missing=()):
+def _passages(question="总部在哪里？", missing=(), evidence=0.6):
     chunk = Chunk("a.txt", 100, 100 + len(TEXT), TEXT)
     other = Chunk("b.txt", 0, 10, "无关的内容，没有答案。")
     hits = [Hit(0, other, 1.0, 0.6), Hit(1, chunk, 0.9, 0.5)]
-    return Passages(question, np.ones(64, np.float32) / 8, hits, 0.6, [3, 7], {}, None, missing)
+    return Passages(question, np.ones(64, np.float32) / 8, hits, evidence, [3, 7], {}, None, missing)
 
 
 class FixedReader(SpanReader):
-    def __init__(self, scores, threshold=0.0):
-        super().__init__(FakeEmbedder(), Path("unused"), threshold=threshold)
-        self.fixed = scores
-        self._loaded = (None, None, threshold)
+    """The span reader with the model's scores fixed; records how many passages it was asked to read."""
 
-    def score(self, passages):
-        return self.fixed[:len(passages.hits)]
+    def __init__(self, scores, threshold=0.0, **options):
+        super().__init__(FakeEmbedder(), Path("unused"), threshold=threshold, **options)
+        self.read_counts = []
+        self.gate._loaded = (None, None, threshold)
+
+        def score(passages, count):
+            self.read_counts.append(count)
+            return scores[:min(count, len(passages.hits))]
+        self.gate.score = score
+
+
+SPAN = TEXT.index("深圳市龙岗区")
+CONFIDENT = [SpanScore(0, 2, 1.0, 3.0, 0.1), SpanScore(SPAN, SPAN + 6, 9.0, 1.0, 0.9)]  # margins -2, 8
 
 
 def test_span_reader_leads_with_the_exact_span_and_cites_it_verbatim():
-    start = TEXT.index("深圳市龙岗区")
-    reader = FixedReader([SpanScore(0, 2, 1.0, 3.0, 0.1), SpanScore(start, start + 6, 9.0, 1.0, 0.9)])
+    reader = FixedReader(CONFIDENT, rerank=True)
     reading = reader.read(_passages())
     assert not reading.abstained
     assert reading.span is not None and reading.span.quote == "深圳市龙岗区"
-    assert (reading.span.source, reading.span.start) == ("a.txt", 100 + start)
+    assert (reading.span.source, reading.span.start) == ("a.txt", 100 + SPAN)
     assert reading.text.startswith("**深圳市龙岗区** [1]")
     first = reading.citations[0]
     assert first.source == "a.txt"  # reranked: the passage that answers, not the top retrieval hit
@@ -79,18 +87,58 @@ def test_span_reader_leads_with_the_exact_span_and_cites_it_verbatim():
     assert TEXT[first.start - 100:first.end - 100] == first.quote
 
 
+def test_strong_evidence_answers_from_the_top_passage_whatever_the_margin():
+    """Explanation questions have no short span: a low margin never refuses them (no rerank: one read)."""
+    reader = FixedReader([SpanScore(0, 2, -9.0, 3.0, 0.01)], threshold=1.0)
+    reading = reader.read(_passages())
+    assert not reading.abstained and reading.span is None and reading.citations[0].source == "b.txt"
+    assert reader.read_counts == [1]
+
+
 def test_span_reader_gives_the_passage_alone_when_no_short_span_is_confident():
-    reader = FixedReader([SpanScore(0, 2, 1.0, 3.0, 0.1), SpanScore(0, len(TEXT), 9.0, 1.0, 0.3)])
+    reader = FixedReader([SpanScore(0, 2, 1.0, 3.0, 0.1), SpanScore(0, len(TEXT), 9.0, 1.0, 0.3)], rerank=True)
     reading = reader.read(_passages())
     assert not reading.abstained and reading.span is None and reading.citations[0].source == "a.txt"
 
 
-@pytest.mark.parametrize("missing", [(), ("Kubernetes",)])
-def test_span_reader_abstains_below_the_threshold_or_on_a_missing_name(missing):
-    scores = [SpanScore(0, 2, 1.0, 3.0, 0.1), SpanScore(0, 4, 2.0, 1.0, 0.9)]  # best margin 1.0
-    reading = FixedReader(scores, threshold=0.5 if missing else 1.5).read(_passages(missing=missing))
+def test_a_span_in_the_top_passage_leads_the_default_readers_quotes():
+    """No rerank, strong evidence: the passages are quoted as by the default reader, the span first; its
+    passage is added first when the default reader did not quote it (here its fake vectors prefer b.txt)."""
+    passages = _passages()
+    passages = replace(passages, hits=passages.hits[::-1])  # a.txt is the top hit
+    reader = FixedReader(CONFIDENT[1:], threshold=1.0)
+    reading = reader.read(passages)
+    default = ExtractiveReader(FakeEmbedder(), min_evidence=-1.0).read(passages)
+    n = next(c.n for c in reading.citations if c.source == "a.txt")
+    assert reading.text.startswith(f"**深圳市龙岗区** [{n}]") and reading.span.n == n
+    assert [c.source for c in default.citations] == ["b.txt"]
+    assert [c.source for c in reading.citations] == ["a.txt", "b.txt"] and [c.n for c in reading.citations] == [1, 2]
+    own = reading.citations[n - 1]
+    assert own.start <= reading.span.start and reading.span.end <= own.end
+    assert TEXT[own.start - 100:own.end - 100] == own.quote
+    assert reader.read_counts == [1]
+
+
+@pytest.mark.parametrize("threshold, answers", [(5.0, True), (9.0, False)])
+def test_weak_evidence_is_decided_by_the_model(threshold, answers):
+    """Between the floor and the cosine threshold, the model's margin decides, over the top passages."""
+    reader = FixedReader(CONFIDENT, threshold=threshold)
+    reading = reader.read(_passages(evidence=0.40))
+    assert reader.read_counts == [3]
+    assert reading.abstained != answers
+    if answers:
+        assert reading.citations[0].source == "a.txt" and reading.span.quote == "深圳市龙岗区"
+    else:
+        assert reading.citations == () and reading.related and reading.span is None
+
+
+@pytest.mark.parametrize("missing, evidence", [((), 0.30), (("Kubernetes",), 0.6)])
+def test_span_reader_abstains_below_the_floor_or_on_a_missing_name(missing, evidence):
+    reader = FixedReader(CONFIDENT)
+    reading = reader.read(_passages(missing=missing, evidence=evidence))
     assert reading.abstained and reading.citations == () and reading.related and reading.span is None
     assert ("Kubernetes" in reading.text) == bool(missing)
+    assert reader.read_counts == []  # decided without the model
 
 
 def test_committed_weights_are_verified(tmp_path, monkeypatch):
@@ -128,7 +176,7 @@ def real_reader(real_settings):
     from assistant.pipeline import make_embedder
 
     reader = SpanReader(make_embedder(real_settings), models.resolve_reader_weights(""))
-    reader._model()
+    reader.load()
     return reader
 
 
@@ -138,7 +186,7 @@ def real_reader(real_settings):
 def test_real_model_finds_the_span_and_refuses_a_hard_negative(real_reader, question, gold):
     from assistant.span_model import score_windows
 
-    model, tokenizer, threshold = real_reader._model()
+    model, tokenizer, threshold = real_reader.gate.model()
     own, other = score_windows(model, tokenizer, question, [SEEDED, NEGATIVE])
     assert gold in SEEDED[own.start:own.end] and own.end - own.start <= 20  # a short span, not the passage
     assert own.margin >= threshold > other.margin
