@@ -6,12 +6,15 @@
    sentence.
 2. Answerability: each sampled question paired with its own paragraph and with a hard negative,
    the other dev paragraph that the project's BM25 (jieba) ranks first for it and that holds none
-   of its gold answers. ROC-AUC of the reader's margin; abstention precision / recall at the
-   shipped threshold; the cosine AUC of the embedding model on (a subset of) the same pairs.
+   of its gold answers. ROC-AUC of the reader's margin and of the embedding cosine; abstention
+   precision / recall of three decisions: the model's margin at its threshold, the cosine at its
+   threshold, and the shipped combination (span_reader.Answerability).
 3. The same for the English translations (bench/cmrc_en_questions.jsonl), negatives from their
    Chinese originals.
+4. With --e2e N: N of the sampled questions asked end to end over the whole dev corpus (retrieval,
+   then the span reader or today's passage reader), scored on what the user is shown.
 
-Usage: python bench/reader.py [--cmrc PATH] [--limit N] [--pairs N] [--cosine N] [--weights FILE]
+Usage: python bench/reader.py [--cmrc PATH] [--limit N] [--pairs N] [--e2e N] [--weights FILE]
 """
 from __future__ import annotations
 
@@ -95,13 +98,65 @@ def hard_negatives(contexts: dict[str, str], questions: list[dict]) -> dict[str,
     return out
 
 
+def abstention(refuse: np.ndarray, answerable: np.ndarray, name: str) -> dict:
+    """Abstention precision and recall of one decision over (answerable, not answerable) pairs."""
+    tp = int((refuse & ~answerable).sum())
+    return {f"{name}_precision": tp / max(1, int(refuse.sum())), f"{name}_recall": tp / max(1, int((~answerable).sum())),
+            f"{name}_answerable_refused": int((refuse & answerable).sum())}
+
+
+def end_to_end(settings, embedder, weights: Path, contexts: dict[str, str], sample: list[dict], limit: int) -> dict:
+    """Questions asked over the whole dev corpus (848 paragraphs as documents) through Assistant.ask
+    with the span reader: answer EM/F1 of what the user sees (the span when one is shown, else the
+    quoted passages; 0 when it abstains), beside today's passage reader on the same questions."""
+    sys.path.insert(0, str(REPO / "bench"))
+    import cmrc
+    from assistant.reader import DEFAULT_MIN_EVIDENCE, ExtractiveReader
+    from assistant.span_reader import SpanReader
+
+    work = settings.home / "bench" / "cmrc"
+    settings = settings.with_(corpus=work / "corpus", index=work / f"index-c{settings.chunk_size}-o{settings.chunk_overlap}")
+    t0 = time.time()
+    bench, cached, _ = cmrc.build(settings, contexts, True)
+    cached.save()
+    built = time.time() - t0
+    min_evidence = settings.min_evidence or DEFAULT_MIN_EVIDENCE
+    readers = {"span": SpanReader(embedder, weights, min_evidence=min_evidence),
+               "extractive": ExtractiveReader(cached, min_evidence)}
+    out: dict = {"questions": min(limit, len(sample)), "index_seconds": round(built),
+                 "chunks": len(bench.index.chunks)}
+    for name, reader in readers.items():
+        ems, f1s, spans, span_f1s, abstained, ms = [], [], 0, [], 0, []
+        for q in sample[:limit]:
+            answer = bench.assistant.ask(q["question"], reader=reader)
+            ms.append(answer.timings_ms.get("read", 0.0))
+            if answer.abstained:
+                ems.append(0.0)
+                f1s.append(0.0)
+                abstained += 1
+                continue
+            shown = answer.span.quote if answer.span is not None else answer.text
+            em, f1 = answer_scores(shown, q["answers"])
+            ems.append(em)
+            f1s.append(f1)
+            if answer.span is not None:
+                spans += 1
+                span_f1s.append(f1)
+        out[name] = {"em": float(np.mean(ems)), "f1": float(np.mean(f1s)), "abstained": abstained,
+                     "spans_shown": spans, "span_f1": float(np.mean(span_f1s)) if span_f1s else None,
+                     "read_ms_p50": float(np.median(ms))}
+        print(f"end to end, {name}: {json.dumps(out[name])}", flush=True)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--cmrc", default=str(REPO.parent / "shared" / "bench" / "cmrc2018" / "cmrc2018_dev.json"))
     ap.add_argument("--limit", type=int, default=600, help="dev questions read with their own paragraph")
     ap.add_argument("--pairs", type=int, default=300, help="of those, paired with a hard negative")
-    ap.add_argument("--cosine", type=int, default=100, help="of those, also scored by embedding cosine")
     ap.add_argument("--weights", default="", help="reader weights (default: the committed ones)")
+    ap.add_argument("--e2e", type=int, default=0, help="of the sampled questions, also asked end to end over the "
+                    "whole dev corpus (builds its index once, cached in ~/.cache/assistant/bench/cmrc)")
     ap.add_argument("--out", default=str(Path.home() / ".cache" / "assistant" / "bench-reader.json"))
     args = ap.parse_args(argv)
 
@@ -111,13 +166,15 @@ def main(argv: list[str] | None = None) -> int:
     from assistant.models import resolve_reader_weights
     from assistant.pipeline import make_embedder
     from assistant.span_model import score_windows
-    from assistant.span_reader import load_reader_model
+    from assistant.reader import DEFAULT_MIN_EVIDENCE
+    from assistant.span_reader import DEFAULT_MODEL_FLOOR, load_reader_model
 
     torch.manual_seed(0)
     settings = Settings.from_env()
     embedder = make_embedder(settings)
     weights = resolve_reader_weights(args.weights)
     model, tokenizer, threshold = load_reader_model(embedder, weights)
+    min_evidence, floor = settings.min_evidence or DEFAULT_MIN_EVIDENCE, DEFAULT_MODEL_FLOOR
     contexts, questions = load_dev(Path(args.cmrc))
     rng = random.Random(SEED)
     sample = rng.sample(questions, min(args.limit, len(questions)))
@@ -139,8 +196,19 @@ def main(argv: list[str] | None = None) -> int:
             memo[question, context] = score_windows(model, tokenizer, question, [context])[0]
         return memo[question, context]
 
+    vectors: dict = {}
+
+    def cosine(question: str, context: str) -> float:
+        """The embedding model's cosine of the question to the paragraph (the product's evidence, at
+        paragraph rather than chunk level)."""
+        for key, kind in ((question, "q"), (context, "d")):
+            if (kind, key) not in vectors:
+                embed = embedder.embed_queries if kind == "q" else embedder.embed_documents
+                vectors[kind, key] = embed([key])[0]
+        return float(vectors["q", question] @ vectors["d", context])
+
     def run(items, lang):
-        ems, f1s, sent, margins, labels, seconds = [], [], [], [], [], []
+        ems, f1s, sent, margins, labels, seconds, cosines = [], [], [], [], [], [], []
         for n, q in enumerate(items):
             context = contexts[q["context_id"]]
             t = time.perf_counter()
@@ -154,37 +222,29 @@ def main(argv: list[str] | None = None) -> int:
             if neg is not None and (lang == "en" or n < args.pairs):
                 margins += [found.margin, read(q["question"], contexts[neg]).margin]
                 labels += [True, False]
+                cosines += [cosine(q["question"], context), cosine(q["question"], contexts[neg])]
             if (n + 1) % 50 == 0:
                 print(f"{lang}: {n + 1}/{len(items)} read, {time.time() - t0:.0f} s", flush=True)
-        margins_a, labels_a = np.array(margins), np.array(labels)
+        margins_a, labels_a, cos_a = np.array(margins), np.array(labels), np.array(cosines)
         refuse = margins_a < threshold
-        tp = int((refuse & ~labels_a).sum())
-        return {"questions": len(items), "em": float(np.mean(ems)), "f1": float(np.mean(f1s)),
-                "sentence_f1": float(np.mean(sent)), "pairs": int((~labels_a).sum()),
-                "auc": roc_auc(margins_a, labels_a),
-                "abstention_precision": tp / max(1, int(refuse.sum())),
-                "abstention_recall": tp / max(1, int((~labels_a).sum())),
-                "answered_refused": int((refuse & labels_a).sum()),
-                "read_ms_p50": 1000 * float(np.median(seconds))}
+        out = {"questions": len(items), "em": float(np.mean(ems)), "f1": float(np.mean(f1s)),
+               "sentence_f1": float(np.mean(sent)), "pairs": int((~labels_a).sum()),
+               "auc": roc_auc(margins_a, labels_a), "cosine_auc": roc_auc(cos_a, labels_a),
+               **abstention(refuse, labels_a, "model"),
+               **abstention(cos_a < min_evidence, labels_a, "cosine"),
+               # The shipped decision (span_reader.Answerability): cosine answers at or above the
+               # threshold; between the floor and it, the model's margin decides.
+               **abstention(~((cos_a >= min_evidence) | ((cos_a >= floor) & (margins_a >= threshold))), labels_a,
+                            "shipped"),
+               "read_ms_p50": 1000 * float(np.median(seconds))}
+        return out
 
     result["zh"] = run(sample, "zh")
     en_items = [{"id": e["id"], "question": e["question"], "context_id": e["context_id"], "answers": e["answers"],
                  "source_question_id": e["source_question_id"]} for e in en]
     result["en"] = run(en_items, "en")
-    if args.cosine:
-        pairs = [q for q in paired if q["id"] in negatives][:args.cosine]
-        qv = embedder.embed_queries([q["question"] for q in pairs])
-        own = embedder.embed_documents([contexts[q["context_id"]] for q in pairs])
-        neg = embedder.embed_documents([contexts[negatives[q["id"]]] for q in pairs])
-        cos = np.r_[np.sum(qv * own, 1), np.sum(qv * neg, 1)]
-        labels = np.r_[np.ones(len(pairs), bool), np.zeros(len(pairs), bool)]
-        result["cosine_auc"] = {"pairs": len(pairs), "auc": roc_auc(cos, labels)}
-        margins = []
-        for q in pairs:
-            margins += [read(q["question"], contexts[q["context_id"]]).margin]
-        for q in pairs:
-            margins += [read(q["question"], contexts[negatives[q["id"]]]).margin]
-        result["cosine_auc"]["reader_auc_same_pairs"] = roc_auc(np.array(margins), labels)
+    if args.e2e:
+        result["end_to_end"] = end_to_end(settings, embedder, weights, contexts, sample, args.e2e)
     result["seconds"] = round(time.time() - t0)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=1, ensure_ascii=False) + "\n")
