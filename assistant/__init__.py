@@ -5,9 +5,10 @@ Nothing heavy is imported here: models load on first use.
 from __future__ import annotations
 
 from .config import Settings
-from .types import Answer, Chunk, Citation, Document, Hit
+from .types import Answer, Chunk, Citation, Document, Hit, IndexedDocument, IndexStatus
 
-__all__ = ["Answer", "Assistant", "Chunk", "Citation", "Document", "Hit", "Settings"]
+__all__ = ["Answer", "Assistant", "Chunk", "Citation", "Document", "Hit", "IndexStatus", "IndexedDocument",
+           "Settings"]
 __version__ = "0.1.0"
 
 

@@ -141,13 +141,13 @@ def _index(args, settings: Settings) -> int:
     if args.action == "status":
         status = assistant.status()
         if args.json:
-            print(json.dumps(status, ensure_ascii=False))
+            print(json.dumps(status.to_dict(), ensure_ascii=False))
         else:
-            print(f"index:     {status['index']}\nvectors:   {status['vector_store']}\n"
-                  f"corpus:    {status['corpus']}\ndocuments: {status['documents']}\n"
-                  f"chunks:    {status['chunks']}\nmodel:     {status['embedding_model']}\nbuilt at:  {status['built_at']}")
-            for s in status["skipped"]:
-                print(f"skipped:   {s['source']}: {s['reason']}")
+            print(f"index:     {status.index}\nvectors:   {status.vector_store}\n"
+                  f"corpus:    {status.corpus}\ndocuments: {len(status.documents)}\n"
+                  f"chunks:    {status.chunks}\nmodel:     {status.embedding_model}\nbuilt at:  {status.built_at}")
+            for source, reason in status.skipped:
+                print(f"skipped:   {source}: {reason}")
         return 0
     with _ProgressBar() as progress:
         if args.action == "add":
@@ -220,16 +220,14 @@ def _ask(args, settings: Settings) -> int:
 def _ask_one(assistant, question: str, stream: bool):
     """The Answer; a streaming reader's draft goes to the terminal as it is written, then the checked answer
     with its sources (returns None when it printed them)."""
-    answer = draft = None
-    for item in assistant.ask_stream(question):
-        if isinstance(item, str):
-            if stream and not draft:
-                print(f"Q: {question}\n", flush=True)
-            draft = (draft or "") + item
-            if stream:
-                print(item, end="", flush=True)
-        else:
-            answer = item
+    response, draft = assistant.ask_stream(question), None
+    for delta in response:
+        if stream and not draft:
+            print(f"Q: {question}\n", flush=True)
+        draft = (draft or "") + delta
+        if stream:
+            print(delta, end="", flush=True)
+    answer = response.answer()
     if draft is None or not stream:
         return answer
     print("\n", flush=True)
@@ -242,7 +240,7 @@ def _eval(args, settings: Settings) -> int:
 
     questions = evaluation.load_questions(args.file)
     assistant = _assistant(settings)
-    corpus = Path(assistant.status()["corpus"] or settings.corpus)
+    corpus = Path(assistant.status().corpus or settings.corpus)
     with _ProgressBar("question", "asking") as progress:
         report = evaluation.run(assistant, questions, corpus, progress)
     if args.json:
@@ -255,7 +253,7 @@ def _eval(args, settings: Settings) -> int:
 def _chat(settings: Settings) -> int:
     assistant = _assistant(settings)
     status = assistant.status()
-    print(f"{status['documents']} documents, {status['chunks']} chunks in {status['index']}. "
+    print(f"{len(status.documents)} documents, {status.chunks} chunks in {status.index}. "
           "Ask a question (empty line or Ctrl-D quits).")
     while True:
         try:

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import re
 
+from .language import CJK
+
 _ZH_REFERS = re.compile(r"它|这个|这些|这种|这样|那个|那些|那种|上面|上述|刚才|前面|前者|后者|"
                         r"第[一二三四五六七八九十两\d]+(?:点|条|个|步|项|种|部分)")
 _ZH_OPENERS = re.compile(r"^(?:那|那么|这|其|还有|另外|然后|所以|再)")
@@ -18,13 +20,12 @@ _EN_PHRASES = re.compile(r"\b(?:tell me more|more about|more detail|in detail|el
 _EN_VAGUE = frozenset("why how what so and then more else really example examples please details detail explain "
                       "elaborate go on continue about tell me".split())
 _PUNCT = re.compile(r"[\s\W_]+", re.UNICODE)
-_CJK = re.compile(r"[\u3400-\u9fff]")
 
 
 def is_follow_up(question: str) -> bool:
     """Whether a question leans on the conversation ("那第二点具体怎么做？", "tell me more about that")."""
     q = question.strip().lower()
-    if _CJK.search(q):
+    if CJK.search(q):
         bare = _PUNCT.sub("", q)
         return bool(_ZH_REFERS.search(q) or (_ZH_OPENERS.match(bare) and len(bare) <= 12)
                     or (_ZH_VAGUE.search(q) and len(bare) <= 8))

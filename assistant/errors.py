@@ -22,6 +22,10 @@ class IndexStoreError(AssistantError):
     """The index folder is missing, damaged, foreign or built with another model."""
 
 
+class NoIndexError(IndexStoreError):
+    """There is no index yet: the index folder, or its manifest.json, does not exist."""
+
+
 class QuestionError(AssistantError):
     """The question is empty or unusable."""
 

@@ -26,7 +26,7 @@ import os
 import re
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -39,7 +39,8 @@ from .config import Settings
 from .embedding import Embedder
 from .errors import ConfigError, ModelError
 from .models import QWEN_CODER_1_5B, check_ready
-from .reader import DEFAULT_MIN_EVIDENCE, ExtractiveReader, Passages, Reading, is_chinese, not_covered
+from .language import is_chinese
+from .reader import DEFAULT_MIN_EVIDENCE, ExtractiveReader, Passages, Reading, Response
 from .types import Citation
 
 log = logging.getLogger(__name__)
@@ -307,23 +308,20 @@ class GenerativeReader:
             load()
 
     def read(self, passages: Passages) -> Reading:
-        reading = None
-        for item in self.stream(passages):
-            if isinstance(item, Reading):
-                reading = item
-        assert reading is not None
-        return reading
+        return self.stream(passages).answer()
 
-    def stream(self, passages: Passages) -> Iterator[str | Reading]:
-        """Text deltas as the model writes them, then the checked Reading (always last)."""
+    def stream(self, passages: Passages) -> Response[Reading]:
+        """Text deltas as the model writes them; ``answer()``: the checked Reading."""
+        return Response(self._write(passages))
+
+    def _write(self, passages: Passages) -> Generator[str, None, Reading]:
         if not self.answerable(passages):
-            yield self._abstain(passages)
-            return
+            return self._extractive.abstain(passages)
         draft = []
         for delta in self.llm.chat(self.messages(passages), self.max_tokens):
             draft.append(delta)
             yield delta
-        yield self.check("".join(draft), passages)
+        return self.check("".join(draft), passages)
 
     def answerable(self, passages: Passages) -> bool:
         """The decision before generating: the reader model's (see span_reader), else the cosine threshold."""
@@ -336,15 +334,9 @@ class GenerativeReader:
         checked = check_sentences(split_sentences(draft), passages, self.passages, self.embedder, self.min_support,
                                   self.min_support_cross)
         if not any(c.supported for c in checked):
-            return self._abstain(passages)
+            return self._extractive.abstain(passages)
         text, citations = assemble(checked, passages)
         return Reading(text, False, citations, (), passages.evidence)
-
-    def _abstain(self, passages: Passages) -> Reading:
-        weak = Passages(passages.question, passages.query_vector, passages.hits, -1.0, passages.lines,
-                        passages.pages, passages.units, passages.missing_terms)
-        reading = self._extractive.read(weak)
-        return Reading(reading.text, True, (), reading.related, passages.evidence)
 
     def messages(self, passages: Passages) -> list[dict]:
         """The chat: system instruction, then the numbered passages and the question in one user turn."""

@@ -26,7 +26,7 @@ from .lexical import SCORING, TOKENIZER, LexicalIndex
 from .manifest import (MANIFEST, Chunking, DocumentRecord, Embedding, Manifest, check_compatible, chunker_id,
                        part_file)
 from .types import Chunk, Document
-from .vector_store import VectorStore, store_manifest, write_rows
+from .vector_store import PersistentStore, store_manifest, write_rows
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +94,7 @@ def plan_documents(documents: list[Document], previous: LoadedIndex | None, chun
 def build_index(folder: Path, documents: list[Document], embedder: Embedder, *, chunk_size: int, chunk_overlap: int,
                 skipped: list[tuple[str, str]] = (), corpus: Path | None = None, rebuild: bool = False,
                 progress: Progress | None = None, embed_batch: int = 64,
-                loaded: LoadedIndex | None = None, store: VectorStore | None = None) -> BuildReport:
+                loaded: LoadedIndex | None = None, store: PersistentStore | None = None) -> BuildReport:
     """Build (or update) the index in ``folder`` from ``documents``.
 
     ``store``: a persistent vector store (Milvus) to hold the dense vectors instead of the folder's
@@ -169,7 +169,8 @@ def _nothing_to_index(skipped) -> IndexStoreError:
                            "add .txt, .md, .pdf or .docx files with text to the corpus folder")
 
 
-def _store_holds(store: VectorStore | None, previous: LoadedIndex | None, embedder: Embedder, rebuild: bool) -> bool:
+def _store_holds(store: PersistentStore | None, previous: LoadedIndex | None, embedder: Embedder,
+                 rebuild: bool) -> bool:
     """Whether ``store`` holds the previous generation's vectors (so only the difference is written).
     A store built with another model is refused, as an index folder is, unless rebuilding."""
     if store is None:
@@ -182,7 +183,7 @@ def _store_holds(store: VectorStore | None, previous: LoadedIndex | None, embedd
 
 
 def _reusable(folder: Path, embedder: Embedder, size: int, overlap: int,
-              loaded: LoadedIndex | None = None, store: VectorStore | None = None) -> LoadedIndex | None:
+              loaded: LoadedIndex | None = None, store: PersistentStore | None = None) -> LoadedIndex | None:
     """The previous index if its vectors can be reused; a foreign model is refused, not mixed."""
     if not (folder / MANIFEST).exists():
         return None

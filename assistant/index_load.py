@@ -17,7 +17,7 @@ from .errors import IndexStoreError
 from .lexical import SCORING, TOKENIZER, LexicalIndex
 from .manifest import MANIFEST, REBUILD, Manifest
 from .types import Chunk
-from .vector_store import FaissStore, VectorStore, check_held, chunk_keys
+from .vector_store import FaissStore, PersistentStore, VectorStore, check_held, chunk_keys
 
 
 class UnitVectors:
@@ -92,7 +92,7 @@ class LoadedIndex:
         return self.store.vectors(ids if self.keys is None else self.keys[ids])
 
 
-def load_index(folder: Path, store: VectorStore | None = None, *, strict: bool = True) -> LoadedIndex:
+def load_index(folder: Path, store: PersistentStore | None = None, *, strict: bool = True) -> LoadedIndex:
     """The index in ``folder``; its dense vectors from its vectors file, or from ``store`` when the
     manifest says they were written there. ``strict``: refuse a folder whose vectors are not in
     ``store`` (a build passes False, to reuse them from wherever they are)."""

@@ -50,6 +50,13 @@ _CONTROL = re.compile(r"[\x00-\x08\x0e-\x1f\x7f-\x9f]")  # tab, newlines and for
 _SAMPLE = 20_000  # characters looked at when judging a decoding
 
 
+def check_supported(path: Path | str) -> None:
+    """IngestError unless the file's type (its suffix) is one this program reads: ``SUPPORTED``."""
+    suffix = Path(path).suffix.lower()
+    if suffix not in SUPPORTED:
+        raise IngestError(f"unsupported type {suffix or '(no suffix)'} (supported: {', '.join(SUPPORTED)})")
+
+
 def read_document(path: Path, root: Path, max_bytes: int = 50 << 20) -> Document:
     """Read one file into a Document; raise IngestError naming the file and the reason."""
     path, root = Path(path), Path(root)
@@ -144,9 +151,8 @@ def page_of(document: Document, offset: int) -> int | None:
 
 def _read(path: Path, source: str, max_bytes: int) -> Document:
     """Read a file; IngestError messages here give the reason only, without the file name."""
+    check_supported(path)
     suffix = path.suffix.lower()
-    if suffix not in SUPPORTED:
-        raise IngestError(f"unsupported type {suffix or '(no suffix)'} (supported: {', '.join(SUPPORTED)})")
     try:
         size = path.stat().st_size
         if size > max_bytes:

@@ -16,7 +16,7 @@ from pathlib import Path
 from types import MappingProxyType
 
 from .chunking import CHUNKER_VERSION
-from .errors import IndexStoreError
+from .errors import IndexStoreError, NoIndexError
 
 FORMAT = "assistant-index"
 FORMAT_VERSION = 1
@@ -188,9 +188,9 @@ def read(folder: Path) -> tuple[dict, Manifest]:
     """The manifest of the index in ``folder``: its JSON object as stored, and the same checked and typed."""
     path = folder / MANIFEST
     if not folder.exists():
-        raise IndexStoreError(f"no index at {folder}: build one with `assistant index build`")
+        raise NoIndexError(f"no index at {folder}: build one with `assistant index build`")
     if not path.is_file():
-        raise IndexStoreError(f"{folder} is not an assistant index (no {MANIFEST}): {REBUILD} or pick another --index")
+        raise NoIndexError(f"{folder} is not an assistant index (no {MANIFEST}): {REBUILD} or pick another --index")
     try:
         data = json.loads(path.read_text("utf-8"))
     except (OSError, UnicodeDecodeError, ValueError) as exc:

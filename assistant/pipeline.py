@@ -6,7 +6,7 @@ import re
 import shutil
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,11 +14,12 @@ from .config import Settings, resolve_dtype
 from .embedding import Embedder, SentenceTransformerEmbedder
 from .errors import AssistantError, IndexStoreError, IngestError, QuestionError
 from .index_store import BuildReport, build_index, check_compatible, load_index, LoadedIndex
-from .ingest import SUPPORTED, read_document, scan_folder
+from .ingest import read_document, scan_folder
 from .models import resolve_embedding_model
-from .reader import DEFAULT_MIN_EVIDENCE, ExtractiveReader, Passages, Reader, Reading, named_terms
+from .language import named_terms
+from .reader import DEFAULT_MIN_EVIDENCE, ExtractiveReader, Passages, Reader, Response
 from .retriever import HybridRetriever
-from .types import Answer
+from .types import Answer, IndexedDocument, IndexStatus
 from .vector_store import open_store
 
 log = logging.getLogger(__name__)
@@ -130,16 +131,15 @@ class Assistant:
             progress: Callable[[int, int], None] | None = None) -> tuple[BuildReport, list[tuple[str, str]]]:
         """Copy readable documents into the corpus folder, then update the index.
 
-        Each file is read first; one that cannot be read is reported and not copied, so a bad file
-        never reaches the corpus. Returns the build report and the (file, reason) pairs refused.
+        Each file is read first (which checks its type, ``ingest.check_supported``); one that cannot be
+        read is reported and not copied, so a bad file never reaches the corpus. Returns the build report
+        and the (file, reason) pairs refused.
         """
         corpus = corpus or self.settings.corpus
         corpus.mkdir(parents=True, exist_ok=True)
         refused: list[tuple[str, str]] = []
         for path in paths:
             try:
-                if path.suffix.lower() not in SUPPORTED:
-                    raise IngestError(f"unsupported type {path.suffix or '(none)'}; supported: {', '.join(SUPPORTED)}")
                 read_document(path, path.parent, self.settings.max_file_mb << 20)
             except IngestError as exc:
                 refused.append((path.name, str(exc).removeprefix(f"{path.name}: ")))
@@ -152,12 +152,15 @@ class Assistant:
                 shutil.copyfile(path, target)
         return self.build(corpus, progress=progress), refused
 
-    def status(self) -> dict:
+    def status(self) -> IndexStatus:
+        """What the serving index holds (loading it first); NoIndexError when there is none yet, another
+        IndexStoreError when it cannot be used."""
         index = self._current().index
-        m = index.manifest
-        return {"index": str(index.folder), "vector_store": index.store.name, "documents": len(m["documents"]),
-                "chunks": m["chunk_count"], "embedding_model": m["embedding"]["model_id"], "built_at": m.get("built_at", ""),
-                "corpus": m.get("corpus", ""), "skipped": m.get("skipped", [])}
+        m = index.info
+        return IndexStatus(index=index.folder, vector_store=index.store.name, corpus=m.corpus,
+                           embedding_model=m.embedding.model_id, built_at=m.built_at, chunks=m.chunk_count,
+                           documents=tuple(IndexedDocument(d.source, d.chars, d.chunks) for d in m.documents),
+                           skipped=m.skipped)
 
     # -- questions ---------------------------------------------------------------------------------
     def clean_question(self, question: str) -> str:
@@ -177,12 +180,16 @@ class Assistant:
 
         ``exclude`` leaves documents out as if they were not indexed (used by benchmarks); ``reader``
         overrides the default reader for this question."""
-        *_, answer = self.ask_stream(question, k, query, exclude, reader)
-        return answer
+        return self.ask_stream(question, k, query, exclude, reader).answer()
 
     def ask_stream(self, question: str, k: int | None = None, query: str | None = None,
-                   exclude: frozenset[str] = frozenset(), reader: Reader | None = None) -> Iterator[str | Answer]:
-        """Like ``ask``, but first yields the reader's text as it is written (if it streams), then the Answer."""
+                   exclude: frozenset[str] = frozenset(), reader: Reader | None = None) -> Response[Answer]:
+        """Like ``ask``, as a Response: iterate it for the reader's text as it is written (none from a reader
+        that quotes), then ``answer()`` for the Answer. Nothing runs until it is read."""
+        return Response(self._answer(question, k, query, exclude, reader or self.reader))
+
+    def _answer(self, question: str, k: int | None, query: str | None, exclude: frozenset[str],
+                reader: Reader) -> Generator[str, None, Answer]:
         t0 = time.perf_counter()
         question = self.clean_question(question)
         query = self.clean_question(query) if query else question
@@ -194,23 +201,21 @@ class Assistant:
         t1 = time.perf_counter()
         lexical = serving.index.lexical
         missing = tuple(t for t in named_terms(question) if not lexical.contains(t))
-        passages = Passages(question, vector, found.hits, found.best_dense, serving.index.lines, serving.index.pages,
-                            serving.index.units, missing)
-        reader = reader or self.reader
-        stream = getattr(reader, "stream", None)
+        passages = Passages(question=question, query_vector=vector, hits=found.hits, evidence=found.best_dense,
+                            lines=serving.index.lines, pages=serving.index.pages, units=serving.index.units,
+                            missing_terms=missing)
+        response = reader.stream(passages)
         first = None
-        for item in stream(passages) if stream else [reader.read(passages)]:
-            if isinstance(item, Reading):
-                reading = item
-            else:
-                first = first or time.perf_counter()
-                yield item
+        for delta in response:
+            first = first or time.perf_counter()
+            yield delta
+        reading = response.answer()
         t2 = time.perf_counter()
         timings = {"retrieve": (t1 - t0) * 1000, "read": (t2 - t1) * 1000, "total": (t2 - t0) * 1000}
         if first is not None:
             timings["first_text"] = (first - t0) * 1000
-        yield Answer(question, reading.text, reading.abstained, reading.citations, reading.related,
-                     query if query != question else "", timings, reading.span)
+        return Answer(question, reading.text, reading.abstained, reading.citations, reading.related,
+                      query if query != question else "", timings, reading.span)
 
 
 __all__ = ["Assistant", "make_embedder", "IndexStoreError"]

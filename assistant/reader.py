@@ -5,29 +5,33 @@ every sentence / list item / code block of the top passages against the question
 embedding model, picks the passage holding the best one, and returns that passage's answer part:
 its body without headings and without lines that only restate a question, trimmed to a window
 around the best sentence when the body is long.
+
+A reader gives its answer whole (``read``) or as a :class:`Response` (``stream``), which is
+iterated for the text as it is written and then read whole with ``answer()``; a reader that does
+not write text gives none before the whole.
 """
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Generic, Protocol, TypeVar
 
 import numpy as np
 
 from .chunking import Span, spans
 from .citations import cite
 from .embedding import Embedder
+from .language import is_chinese, named_terms, not_covered  # noqa: F401  (is_chinese, named_terms: re-exported)
 from .types import Citation, Hit
 
 # Calibrated on tests/data/eval.jsonl: the best passage's cosine similarity to the question, below
 # which the documents are taken not to cover it (see README, "Abstention").
 DEFAULT_MIN_EVIDENCE = 0.45
-_CJK = re.compile(r"[\u3400-\u9fff]")
-_LATIN = re.compile(r"[A-Za-z]")
 _QUESTION_LABEL = re.compile(r"^[\s*#>\-\d.、]*(?:问题|面试题|题目描述|题目|question)\s*[:：*]", re.I)
 _QUESTION_END = re.compile(r"[？?][\s*]*$")
-_TERM = re.compile(r"(?<![A-Za-z0-9])[A-Za-z][A-Za-z0-9]*(?:[-.][A-Za-z0-9]+)*")
 _LABEL_ONLY = re.compile(r"^[\s*#>\-\d.、]*[^\s*:：]{0,8}[:：][\s*]*$")
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -58,39 +62,67 @@ class UnitLookup(Protocol):
     def get(self, chunk_id: int) -> dict[tuple[int, int], np.ndarray]: ...
 
 
+class Response(Generic[T]):
+    """An answer as it is written: iterate it for the text as it comes, then ``answer()`` for the whole.
+
+    Made from a generator that yields text deltas and returns the result. Nothing runs until the
+    response is iterated or ``answer()`` is called, and it runs once: ``answer()`` first reads what
+    is left of the text, and iterating again gives the same text back. A reader that does not stream
+    gives no text, only the whole (``Response.whole``).
+    """
+
+    def __init__(self, run: Generator[str, None, T]) -> None:
+        self._run = run
+        self._text: list[str] = []
+        self._done = False
+        self._result: T | None = None
+
+    @classmethod
+    def whole(cls, make: Callable[[], T]) -> Response[T]:
+        """A response without text before the whole: ``make()`` is called when it is read."""
+        def run() -> Generator[str, None, T]:
+            yield from ()
+            return make()
+
+        return cls(run())
+
+    def __iter__(self) -> Iterator[str]:
+        if self._done:
+            yield from self._text
+            return
+        while True:
+            try:
+                delta = next(self._run)
+            except StopIteration as end:
+                self._result, self._done = end.value, True
+                return
+            self._text.append(delta)
+            yield delta
+
+    def answer(self) -> T:
+        """The whole result (a reader's ``Reading``, the assistant's ``Answer``), once the text is written."""
+        for _ in self:
+            pass
+        return self._result
+
+
 class Reader(Protocol):
+    """The question-answering step: ``read`` the passages into a Reading, or ``stream`` it as it is written."""
+
     name: str
+
+    @property
+    def loaded(self) -> bool:
+        """Whether the reader's model is loaded (``load()`` has nothing left to do)."""
+        ...
+
+    def load(self) -> None:
+        """Load the reader's model now, rather than on the first question."""
+        ...
 
     def read(self, passages: Passages) -> Reading: ...
 
-
-def is_chinese(text: str) -> bool:
-    cjk = len(_CJK.findall(text))
-    return cjk > 0 and cjk >= 0.25 * len(_LATIN.findall(text))
-
-
-def named_terms(question: str) -> list[str]:
-    """Latin-script names in a Chinese question (``Kubernetes``, ``H100``, ``LoRA``), in order, once each.
-
-    A Chinese document that covers such a topic writes the name as is, so a name that no document
-    contains means the documents do not cover the question: measured on our eval set, this catches
-    questions on near topics (Kubernetes, H100) whose passages are otherwise close enough to answer,
-    and never fired on an answerable question; on CMRC it fired for 3 of 3,219 questions. English
-    questions are left out: their names are often translated in Chinese documents.
-    """
-    if not is_chinese(question):
-        return []
-    found = dict.fromkeys(m.group() for m in _TERM.finditer(question))
-    return [t for t in found if len(t) >= 2 and not t.islower()]
-
-
-def not_covered(question: str, missing: tuple[str, ...] = ()) -> str:
-    if is_chinese(question):
-        said = f"文档中没有提到 {'、'.join(missing)}，" if missing else "文档中没有涉及这个问题。"
-        return said + "下面是最接近的段落，仅供参考。"
-    said = f"The documents never mention {', '.join(missing)}." if missing else \
-        "The documents do not cover this question."
-    return said + " The closest passages are listed below for reference."
+    def stream(self, passages: Passages) -> Response[Reading]: ...
 
 
 def is_question_like(text: str) -> bool:
@@ -117,15 +149,22 @@ class ExtractiveReader:
         self.max_citations = max_citations
         self.unit_weight = unit_weight
 
+    loaded = True  # no model of its own: the embedder's, which loads on the first question
+
+    def load(self) -> None:
+        pass
+
+    def stream(self, passages: Passages) -> Response[Reading]:
+        return Response.whole(lambda: self.read(passages))
+
     def read(self, passages: Passages) -> Reading:
         hits = passages.hits
         evidence = passages.evidence
         if evidence < self.min_evidence or passages.missing_terms:
-            return Reading(not_covered(passages.question, passages.missing_terms), True, (), self._related(passages),
-                           evidence)
+            return self.abstain(passages)
         scored = self._score_units(passages)
         if not scored:
-            return Reading(not_covered(passages.question), True, (), self._related(passages), evidence)
+            return self.abstain(passages)
         citations: list[Citation] = []
         used: set[int] = set()
         best_score = scored[0][0]
@@ -195,7 +234,13 @@ class ExtractiveReader:
                 i -= 1
         return body[i].start, body[j].end
 
-    def _related(self, passages: Passages, count: int = 3, chars: int = 160) -> tuple[Citation, ...]:
+    def abstain(self, passages: Passages) -> Reading:
+        """The documents do not cover the question: say so (naming its missing terms), with the related passages."""
+        return Reading(not_covered(passages.question, passages.missing_terms), True, (), self.related(passages),
+                       passages.evidence)
+
+    def related(self, passages: Passages, count: int = 3, chars: int = 160) -> tuple[Citation, ...]:
+        """The opening lines (up to ``chars``) of the first ``count`` passages: the reading shown on abstaining."""
         related = []
         for hit in passages.hits[:count]:
             body = _body(hit.chunk.text) or spans(hit.chunk.text)

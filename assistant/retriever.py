@@ -31,7 +31,8 @@ class HybridRetriever:
                  dense_weight: float = 1.0, lexical_weight: float = 0.05) -> None:
         if depth <= 0:
             raise ValueError("depth must be positive")
-        if fusion not in ("score", "rrf"):
+        fusions = {"score": self._fuse_scores, "rrf": self._fuse_ranks}
+        if fusion not in fusions:
             raise ValueError(f"fusion must be 'score' or 'rrf', not {fusion!r}")
         self.index = index
         self.embedder = embedder
@@ -39,6 +40,7 @@ class HybridRetriever:
         self.fusion = fusion
         self.dense_weight = dense_weight
         self.lexical_weight = lexical_weight
+        self._fuse = fusions[fusion]
 
     def search(self, query: str, k: int = 5, query_vector: np.ndarray | None = None,
                exclude: frozenset[str] = frozenset()) -> Retrieval:
@@ -71,14 +73,21 @@ class HybridRetriever:
         if missing:  # a lexical-only candidate: its cosine is still needed (for fusion and as evidence)
             extra = self.index.dense_vectors(np.asarray(missing, dtype=np.int64)) @ query_vector
             dense.update({i: (None, float(s)) for i, s in zip(missing, extra)})
-        top_bm25 = float(bm25.max()) or 1.0
-        fused: dict[int, float] = {}
-        for i, (rank, cosine) in dense.items():
-            if self.fusion == "score":
-                fused[i] = self.dense_weight * cosine + self.lexical_weight * float(bm25[i]) / top_bm25
-            else:
-                fused[i] = (self.dense_weight / (RRF_K + rank + 1) if rank is not None else 0.0) + (
-                    self.lexical_weight / (RRF_K + lexical[i] + 1) if i in lexical else 0.0)
+        fused = self._fuse(dense, lexical, bm25)
         best = sorted(fused, key=lambda i: (-fused[i], i))[:k]
         hits = [Hit(i, chunks[i], fused[i], dense[i][1], dense[i][0], lexical.get(i)) for i in best]
         return Retrieval(hits, pairs[0][1])
+
+    # The fusions: each dense candidate's fused score, from {chunk id: (dense rank or None, cosine)},
+    # {chunk id: lexical rank} and the BM25 score of every chunk.
+    def _fuse_scores(self, dense: dict[int, tuple[int | None, float]], lexical: dict[int, int],
+                     bm25: np.ndarray) -> dict[int, float]:
+        top_bm25 = float(bm25.max()) or 1.0
+        return {i: self.dense_weight * cosine + self.lexical_weight * float(bm25[i]) / top_bm25
+                for i, (_, cosine) in dense.items()}
+
+    def _fuse_ranks(self, dense: dict[int, tuple[int | None, float]], lexical: dict[int, int],
+                    bm25: np.ndarray) -> dict[int, float]:
+        return {i: (self.dense_weight / (RRF_K + rank + 1) if rank is not None else 0.0) + (
+                    self.lexical_weight / (RRF_K + lexical[i] + 1) if i in lexical else 0.0)
+                for i, (rank, _) in dense.items()}

@@ -27,7 +27,7 @@ from pathlib import Path
 from .citations import cite
 from .embedding import Embedder
 from .errors import ModelError
-from .reader import DEFAULT_MIN_EVIDENCE, ExtractiveReader, Passages, Reading
+from .reader import DEFAULT_MIN_EVIDENCE, ExtractiveReader, Passages, Reading, Response
 from .span_model import SpanReaderModel, SpanScore, score_windows
 
 log = logging.getLogger(__name__)
@@ -149,9 +149,10 @@ class SpanReader:
         self.gate.model()
 
     def abstain(self, passages: Passages) -> Reading:
-        weak = replace(passages, evidence=-2.0)
-        reading = self.passage.read(weak)
-        return Reading(reading.text, True, (), reading.related, passages.evidence)
+        return self.passage.abstain(passages)
+
+    def stream(self, passages: Passages) -> Response[Reading]:
+        return Response.whole(lambda: self.read(passages))
 
     def read(self, passages: Passages) -> Reading:
         decision = self.gate.decide(passages)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 
 @dataclass(frozen=True)
@@ -81,3 +82,34 @@ class Answer:
             "query": self.query or self.question,
             "timings_ms": {k: round(v, 1) for k, v in self.timings_ms.items()},
         }
+
+
+@dataclass(frozen=True)
+class IndexedDocument:
+    """One document of the index, as its manifest records it."""
+
+    source: str
+    chars: int  # length of its text, in characters
+    chunks: int
+
+
+@dataclass(frozen=True)
+class IndexStatus:
+    """What the serving index holds and how it was built (``Assistant.status()``)."""
+
+    index: Path  # the index folder
+    vector_store: str  # where the dense vectors are searched
+    corpus: str  # the documents folder it was built from ("" if not recorded)
+    embedding_model: str
+    built_at: str  # ISO 8601 UTC, e.g. "2025-01-31T12:00:00Z"
+    chunks: int
+    documents: tuple[IndexedDocument, ...] = ()
+    skipped: tuple[tuple[str, str], ...] = ()  # (source, reason) of each file that was not indexed
+
+    def to_dict(self) -> dict:
+        """The JSON object of ``assistant index status --json``: ``documents`` is their number, ``document_list``
+        the documents themselves."""
+        return {"index": str(self.index), "vector_store": self.vector_store, "documents": len(self.documents),
+                "chunks": self.chunks, "embedding_model": self.embedding_model, "built_at": self.built_at,
+                "corpus": self.corpus, "skipped": [{"source": s, "reason": r} for s, r in self.skipped],
+                "document_list": [{"source": d.source, "chars": d.chars, "chunks": d.chunks} for d in self.documents]}

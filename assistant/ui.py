@@ -23,8 +23,7 @@ from pathlib import Path
 
 from .config import Settings
 from .conversation import is_follow_up, message_text, resolve_query  # noqa: F401  (is_follow_up: re-exported)
-from .errors import AssistantError, IngestError
-from .index_store import read_manifest
+from .errors import AssistantError, IngestError, NoIndexError
 from .ingest import SUPPORTED, read_document
 from .render import (PENDING, answer_markdown, checked_markdown, draft_html, note_html, render_answer, render_error,
                      report_markdown, stream_cuts)
@@ -62,7 +61,7 @@ class ReaderPicker:
         self._lock = threading.Lock()
 
     def _default(self) -> str:
-        return getattr(getattr(self.assistant, "reader", None), "name", "extractive")
+        return self.assistant.reader.name
 
     def _fallback(self):
         return None if self._default() != "llm" else self.assistant.reader_named("extractive")
@@ -78,7 +77,7 @@ class ReaderPicker:
             llm = self.assistant.reader_named("llm")
         except AssistantError as exc:
             return self._fallback(), unavailable(exc)
-        if getattr(llm, "loaded", True):
+        if llm.loaded:
             return llm, ""
         self.start_loading(llm)
         return self._fallback(), LOADING
@@ -113,7 +112,7 @@ class ChatHandlers:
 
     def _corpus(self) -> Path:
         try:
-            return Path(self.assistant.status().get("corpus") or self.settings.corpus)
+            return Path(self.assistant.status().corpus or self.settings.corpus)
         except AssistantError:
             return self.settings.corpus
 
@@ -146,19 +145,14 @@ class ChatHandlers:
         history.append({"role": "user", "content": question})
         yield [*history, {"role": "assistant", "content": PENDING}], ""
         chosen, note = self.readers.pick(reader)
-        streams, draft = chosen is not None and hasattr(chosen, "stream"), ""
+        draft, streamed = "", False  # streamed: the reader wrote its answer (the LLM), rather than quoting
         try:
-            if streams:
-                for item in self.assistant.ask_stream(question, query=query if query != question else None,
-                                                      reader=chosen):
-                    if isinstance(item, str):
-                        draft += item
-                        yield [*history, {"role": "assistant", "content": draft_html(draft)}], ""
-                    else:
-                        answer = item
-            else:
-                answer = self.assistant.ask(question, query=query if query != question else None,
-                                            **({"reader": chosen} if chosen is not None else {}))
+            response = self.assistant.ask_stream(question, query=query if query != question else None,
+                                                 reader=chosen)
+            for delta in response:
+                draft, streamed = draft + delta, True
+                yield [*history, {"role": "assistant", "content": draft_html(draft)}], ""
+            answer = response.answer()
         except AssistantError as exc:
             yield [*history, {"role": "assistant", "content": render_error(exc)}], ""
             return
@@ -167,8 +161,8 @@ class ChatHandlers:
             yield [*history, {"role": "assistant", "content": render_error(
                 RuntimeError(f"something went wrong ({exc.__class__.__name__}); see the server log"))}], ""
             return
-        body = checked_markdown if streams else answer_markdown
-        if not answer.abstained and not streams:
+        body = checked_markdown if streamed else answer_markdown
+        if not answer.abstained and not streamed:
             for cut in stream_cuts(answer.text):
                 yield [*history, {"role": "assistant", "content": render_answer(answer, upto=cut)}], ""
                 time.sleep(self.stream_delay)
@@ -210,20 +204,16 @@ class ChatHandlers:
         try:
             status = self.assistant.status()
         except AssistantError as exc:
-            title = "Index not usable." if (self.settings.index / "manifest.json").exists() else "No index yet."
+            title = "No index yet." if isinstance(exc, NoIndexError) else "Index not usable."
             return f"**{title}** {html.escape(str(exc))}\n\nAdd documents below, or press *Rebuild index*."
-        built = status.get("built_at", "").replace("T", " ").replace("Z", " UTC")
-        lines = [f"**{status['documents']} documents · {status['chunks']} passages**",
-                 f"<span class='muted'>model {html.escape(status['embedding_model'])}<br>built {built}</span>"]
-        try:
-            sources = [d["source"] for d in read_manifest(Path(status["index"]))["documents"]]
-        except AssistantError:
-            sources = []
-        if sources:
-            items = "".join(f"<li>{html.escape(s)}</li>" for s in sources)
+        built = status.built_at.replace("T", " ").replace("Z", " UTC")
+        lines = [f"**{len(status.documents)} documents · {status.chunks} passages**",
+                 f"<span class='muted'>model {html.escape(status.embedding_model)}<br>built {built}</span>"]
+        if status.documents:
+            items = "".join(f"<li>{html.escape(d.source)}</li>" for d in status.documents)
             lines.append(f"<details class='doc-list'><summary>Documents</summary><ul>{items}</ul></details>")
-        if status.get("skipped"):
-            lines.append(f"<span class='muted'>{len(status['skipped'])} files skipped when indexing</span>")
+        if status.skipped:
+            lines.append(f"<span class='muted'>{len(status.skipped)} files skipped when indexing</span>")
         return "\n\n".join(lines)
 
 
@@ -324,7 +314,7 @@ def warm_up(assistant) -> None:
     try:
         assistant.status()
         assistant.embedder.embed_queries(["warm-up"])
-        if getattr(assistant.reader, "name", "") == "llm":
+        if assistant.reader.name == "llm":
             assistant.reader.load()
     except AssistantError as exc:
         log.warning("not ready yet: %s", exc)

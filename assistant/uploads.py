@@ -11,7 +11,7 @@ import shutil
 from pathlib import Path
 
 from .errors import IngestError
-from .ingest import SUPPORTED
+from .ingest import check_supported
 
 _NAME_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2066-\u2069]")
 
@@ -45,9 +45,7 @@ def stage_uploads(uploads: list[tuple[Path, str]], staging: Path,
         shown = _NAME_CONTROL.sub("?", name or "?")[:120]
         try:
             name = safe_name(name)
-            suffix = Path(name).suffix.lower()
-            if suffix not in SUPPORTED:
-                raise IngestError(f"unsupported type {suffix or '(none)'}; supported: {', '.join(SUPPORTED)}")
+            check_supported(name)
             size = Path(path).stat().st_size
             if size > max_bytes:
                 raise IngestError(f"the file is {size / (1 << 20):.1f} MB; the limit is {max_bytes >> 20} MB "

@@ -35,14 +35,11 @@ _REBUILD = "rebuild it with `assistant index build --rebuild`"
 
 
 class VectorStore(Protocol):
-    """Dense chunk vectors: add, delete, search top-k by inner product (cosine on unit vectors), count, and
-    the store's own manifest (format version, embedding model id, weights sha256, dimension, generation)."""
+    """Dense chunk vectors, searched top-k by inner product (cosine on unit vectors): the FAISS file of an
+    index folder and a Milvus collection alike (``assistant.testing.VectorStoreConformance`` checks both)."""
 
     name: str  # for messages: "the FAISS file of index/" or "Milvus collection 'assistant' at ..."
     persistent: bool  # rows survive between generations (updated in place) rather than rewritten
-
-    def create(self, manifest: dict) -> None:
-        """Empty the store for vectors of ``manifest``'s model and dimension (dropping what it held)."""
 
     def count(self) -> int: ...
 
@@ -52,7 +49,17 @@ class VectorStore(Protocol):
     def vectors(self, ids: np.ndarray) -> np.ndarray:
         """The stored vectors of ``ids`` (float32, one row per id, in the order given)."""
 
-    def add(self, ids: np.ndarray, vectors: np.ndarray, sources: list[str]) -> None: ...
+
+class PersistentStore(VectorStore, Protocol):
+    """A store whose rows outlive index generations (Milvus), so a build writes it in place: rows by chunk
+    key, and the store's own manifest (format version, embedding model id, weights sha256, dimension,
+    generation). The FAISS file needs none of this: each generation writes a new one beside its manifest."""
+
+    def create(self, manifest: dict) -> None:
+        """Empty the store for vectors of ``manifest``'s model and dimension (dropping what it held)."""
+
+    def add(self, ids: np.ndarray, vectors: np.ndarray, sources: list[str]) -> None:
+        """Write rows; a row whose id is already stored is replaced."""
 
     def delete(self, ids: np.ndarray) -> None: ...
 
@@ -83,7 +90,7 @@ def chunk_keys(documents: list[dict], chunking: dict) -> np.ndarray:
     return keys
 
 
-def check_held(folder: Path, manifest: dict, store: VectorStore | None) -> None:
+def check_held(folder: Path, manifest: dict, store: PersistentStore | None) -> None:
     """The folder's vectors were written to a store: it must be the configured one, built with the same model."""
     collection = manifest["vector_store"].get("collection")
     if store is None or not store.persistent:
@@ -107,7 +114,7 @@ def check_held(folder: Path, manifest: dict, store: VectorStore | None) -> None:
                     store.name, held.get("generation") or "(being written)", manifest.get("generation"))
 
 
-def write_rows(store: VectorStore, manifest: dict, sources: list[str], vectors: list, to_embed: list[int],
+def write_rows(store: PersistentStore, manifest: dict, sources: list[str], vectors: list, to_embed: list[int],
                previous_keys: np.ndarray | None) -> None:
     """Bring ``store`` to the new generation: the difference from ``previous_keys``, or everything."""
     emb = manifest["embedding"]
@@ -125,25 +132,13 @@ def write_rows(store: VectorStore, manifest: dict, sources: list[str], vectors: 
 
 
 class FaissStore:
-    """The vectors file of an index folder: an exact inner-product ``faiss.IndexFlatIP`` (or any faiss index)."""
+    """The vectors file of an index folder, for searching: an exact inner-product ``faiss.IndexFlatIP`` (or any
+    faiss index). A build writes the file whole (``index_build``), so its row ids are chunk positions."""
 
     persistent = False
 
     def __init__(self, index, name: str = "the FAISS index") -> None:
         self.index, self.name = index, name
-        self._manifest: dict | None = None
-
-    @classmethod
-    def empty(cls, dimension: int) -> FaissStore:
-        import faiss
-
-        return cls(faiss.IndexFlatIP(dimension))
-
-    def create(self, manifest: dict) -> None:
-        import faiss
-
-        self.index = faiss.IndexFlatIP(int(manifest["embedding"]["dimension"]))
-        self._manifest = manifest
 
     def count(self) -> int:
         return int(self.index.ntotal)
@@ -155,25 +150,6 @@ class FaissStore:
 
     def vectors(self, ids: np.ndarray) -> np.ndarray:
         return self.index.reconstruct_batch(np.asarray(ids, dtype=np.int64))
-
-    def add(self, ids: np.ndarray, vectors: np.ndarray, sources: list[str]) -> None:
-        ids = np.asarray(ids, dtype=np.int64)
-        if not np.array_equal(ids, np.arange(self.count(), self.count() + len(ids))):
-            raise ValueError("a FAISS flat file holds rows in chunk order: add the next chunk positions")
-        self.index.add(np.asarray(vectors, dtype=np.float32).reshape(len(ids), -1))
-
-    def delete(self, ids: np.ndarray) -> None:
-        """Removes rows; the rows after them move up (positions are the ids), as a new generation would."""
-        self.index.remove_ids(np.asarray(ids, dtype=np.int64))
-
-    def delete_document(self, source: str) -> None:
-        raise NotImplementedError("the FAISS file does not know sources: the index folder rewrites it per build")
-
-    def read_manifest(self) -> dict | None:
-        return self._manifest
-
-    def write_manifest(self, manifest: dict) -> None:
-        self._manifest = manifest  # the index folder's manifest.json holds it on disk
 
 
 def parse_store(uri: str) -> tuple[str, str]:
@@ -193,7 +169,7 @@ def parse_store(uri: str) -> tuple[str, str]:
                       "milvus-lite:///path/to/assistant.db or http://host:19530")
 
 
-def open_store(uri: str, collection: str = "assistant") -> VectorStore | None:
+def open_store(uri: str, collection: str = "assistant") -> PersistentStore | None:
     """The configured store (None = the FAISS file of the index folder). Connects on first use."""
     kind, address = parse_store(uri)
     return MilvusStore(address, collection) if kind == "milvus" else None

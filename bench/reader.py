@@ -225,7 +225,7 @@ def main(argv: list[str] | None = None) -> int:
                 cosines += [cosine(q["question"], context), cosine(q["question"], contexts[neg])]
             if (n + 1) % 50 == 0:
                 print(f"{lang}: {n + 1}/{len(items)} read, {time.time() - t0:.0f} s", flush=True)
-        margins_a, labels_a, cos_a = np.array(margins), np.array(labels), np.array(cosines)
+        margins_a, labels_a, cos_a = np.array(margins, float), np.array(labels, bool), np.array(cosines, float)
         refuse = margins_a < threshold
         out = {"questions": len(items), "em": float(np.mean(ems)), "f1": float(np.mean(f1s)),
                "sentence_f1": float(np.mean(sent)), "pairs": int((~labels_a).sum()),

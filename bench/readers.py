@@ -27,7 +27,7 @@ from assistant.config import Settings  # noqa: E402
 from assistant.evaluation import load_questions, score, summarize  # noqa: E402
 from assistant.generative import UNSUPPORTED, check_sentences, parse_markers, split_sentences  # noqa: E402
 from assistant.pipeline import Assistant  # noqa: E402
-from assistant.reader import Reading, is_chinese  # noqa: E402
+from assistant.reader import Response, is_chinese  # noqa: E402
 
 
 class Recorder:
@@ -39,13 +39,27 @@ class Recorder:
         self.inner = inner
         self.last = None
 
+    @property
+    def loaded(self) -> bool:
+        return self.inner.loaded
+
+    def load(self) -> None:
+        self.inner.load()
+
+    def read(self, passages):
+        return self.stream(passages).answer()
+
     def stream(self, passages):
-        draft = []
-        for item in self.inner.stream(passages):
-            if not isinstance(item, Reading):
-                draft.append(item)
-            yield item
-        self.last = (passages, "".join(draft))
+        def run():
+            inner = self.inner.stream(passages)
+            draft = []
+            for delta in inner:
+                draft.append(delta)
+                yield delta
+            self.last = (passages, "".join(draft))
+            return inner.answer()
+
+        return Response(run())
 
 
 def answer_language_ok(answer, lang: str) -> bool | None:
@@ -82,7 +96,7 @@ def run(assistant: Assistant, reader_name: str, questions, corpus: Path, reader=
     questions = list(questions)
     rows, drafts = [], []
     for i, q in enumerate(questions):
-        *_, answer = assistant.ask_stream(q.question, reader=recorder)
+        answer = assistant.ask_stream(q.question, reader=recorder).answer()
         row = score(q, answer, document_text)
         sentences = split_sentences(answer.text) if not answer.abstained else []
         row.update(lang=q.lang, answer=answer.text, abstained=answer.abstained,

@@ -1,64 +1,14 @@
-"""Shared fixtures: a deterministic fake embedder for fast unit tests; the real model for e2e tests."""
+"""Shared fixtures: the fake embedder (assistant.testing) for fast unit tests; the real model for e2e tests."""
 from __future__ import annotations
 
-import hashlib
 import os
-import re
 import sys
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch / faiss load (see assistant/config.py)
 
-import numpy as np
 import pytest
 
-from assistant.embedding import normalize
-
-
-class FakeEmbedder:
-    """Hashes character unigrams and bigrams into a small vector: similar texts get similar vectors.
-
-    Counts how many texts it embedded, so tests can prove what was (not) re-embedded.
-    """
-
-    model_id = "fake/char-ngrams"
-    weights_sha256 = "0" * 64
-    dtype = "fp32"
-
-    def __init__(self, dimension: int = 64) -> None:
-        self._dimension = dimension
-        self.embedded: list[str] = []
-
-    @property
-    def dimension(self) -> int:
-        return self._dimension
-
-    def _vector(self, text: str) -> np.ndarray:
-        v = np.zeros(self._dimension, dtype=np.float32)
-        text = re.sub(r"\s+", " ", text.lower())
-        grams = list(text) + [text[i:i + 2] for i in range(len(text) - 1)]
-        for g in grams:
-            h = int.from_bytes(hashlib.blake2b(g.encode(), digest_size=4).digest(), "little")
-            v[h % self._dimension] += 1.0
-        return v if v.any() else np.ones(self._dimension, dtype=np.float32)
-
-    def embed_documents(self, texts, titles=None):
-        self.embedded.extend(texts)
-        return normalize(np.stack([self._vector(t) for t in texts])) if texts else np.zeros((0, self._dimension))
-
-    def embed_queries(self, texts):
-        return normalize(np.stack([self._vector(t) for t in texts]))
-
-    def embed_passages(self, texts, titles, units):
-        """Chunk vectors plus a vector per unit span (the unit's own text here; the real model pools tokens)."""
-        chunks = self.embed_documents(texts, titles)
-        return chunks, [normalize(np.stack([self._vector(t[s:e]) for s, e in u])) if u else
-                        np.zeros((0, self._dimension), np.float32) for t, u in zip(texts, units)]
-
-
-class PlainEmbedder(FakeEmbedder):
-    """A fake embedder without ``embed_passages``: indexes get no unit vectors (like a user's own model)."""
-
-    embed_passages = None
+from assistant.testing import FakeEmbedder, PlainEmbedder  # noqa: F401 (PlainEmbedder: re-exported)
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ import pytest
 import assistant.pipeline as pipeline
 from assistant.cli import main
 from assistant.ingest import read_document
-from conftest import FakeEmbedder
+from assistant.testing import FakeEmbedder
 
 TEXTS = {
     "garden.md": "# 园艺\n\n番茄需要充足的阳光和每天浇水。黄瓜喜欢温暖潮湿的环境。\n\n## 施肥\n\n每两周施一次有机肥。",

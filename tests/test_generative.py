@@ -19,7 +19,7 @@ from assistant.generative import (UNSUPPORTED, GenerativeReader, LlamaModel, che
                                   parse_markers, split_sentences)
 from assistant.reader import Passages, Reading, is_chinese
 from assistant.types import Chunk, Hit
-from conftest import FakeEmbedder
+from assistant.testing import FakeEmbedder
 
 DOCUMENTS = {
     "garden.md": "# 园艺\n\n番茄需要充足的阳光和每天浇水。黄瓜喜欢温暖潮湿的环境。",
@@ -184,7 +184,8 @@ def test_nothing_supported_means_abstaining_with_related_reading():
 def test_weak_evidence_abstains_before_generating():
     embedder = FakeEmbedder(512)
     reader, llm = reader_with("Boil the pasta [1].", embedder)
-    items = list(reader.stream(make_passages("火星上有火山吗？", embedder, evidence=0.2)))
+    response = reader.stream(make_passages("火星上有火山吗？", embedder, evidence=0.2))
+    items = [*response, response.answer()]
     assert llm.prompts == []
     assert len(items) == 1 and items[0].abstained
     assert "文档中没有涉及" in items[0].text
@@ -195,7 +196,8 @@ def test_stream_yields_the_draft_then_the_checked_reading():
     embedder = FakeEmbedder(512)
     reply = "Boil the pasta in salted water for nine minutes [1]."
     reader, _ = reader_with(reply, embedder)
-    items = list(reader.stream(make_passages("pasta?", embedder)))
+    response = reader.stream(make_passages("pasta?", embedder))
+    items = [*response, response.answer()]
     assert "".join(i for i in items if isinstance(i, str)) == reply
     assert isinstance(items[-1], Reading) and items[-1].citations
 
@@ -278,7 +280,8 @@ def test_pipeline_streams_through_a_generative_reader(monkeypatch, tmp_path):
     assistant.build()
     reader = GenerativeReader(embedder, FakeLLM("Boil the pasta in salted water for nine minutes [1]."),
                               min_evidence=0.1, min_support=0.8)
-    items = list(assistant.ask_stream("How long do I boil pasta in salted water?", reader=reader))
+    response = assistant.ask_stream("How long do I boil pasta in salted water?", reader=reader)
+    items = [*response, response.answer()]
     answer = items[-1]
     assert all(isinstance(i, str) for i in items[:-1]) and len(items) > 2
     assert not answer.abstained and answer.citations[0].source == "cooking.md"

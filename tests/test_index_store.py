@@ -19,7 +19,7 @@ from assistant.ingest import scan_folder
 from assistant.lexical import LexicalIndex
 from assistant.types import Document
 from assistant.chunking import spans
-from conftest import FakeEmbedder, PlainEmbedder
+from assistant.testing import FakeEmbedder, PlainEmbedder
 
 SIZE = 60
 

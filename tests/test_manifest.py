@@ -13,7 +13,7 @@ from assistant.index_build import build_index
 from assistant.manifest import (FORMAT, FORMAT_VERSION, MANIFEST, PARTS, Chunking, DocumentRecord, Embedding,
                                 Manifest, check_compatible, chunker_id, part_file, read, read_manifest)
 from assistant.types import Document
-from conftest import FakeEmbedder
+from assistant.testing import FakeEmbedder
 
 TEXTS = {"fruit.md": "# 水果\n\n苹果是一种常见的水果。香蕉产自热带地区。",
          "book.pdf": "第一页的内容。\n第二页的内容。"}

@@ -16,7 +16,7 @@ from assistant.citations import cite, is_verbatim
 from assistant.config import Settings
 from assistant.ingest import read_document
 from assistant.pipeline import Assistant
-from conftest import FakeEmbedder
+from assistant.testing import FakeEmbedder
 
 _PIECES = st.sampled_from(["\n", "\n\n", "\r\n", "。", "！", "？", "；", ". ", "? ", "，", " ", "\t", "\u3000", "# ", "## 标题\n",
                            "- ", "1. ", "**问：", "答：", "```\n", "：\n", "<|bot|>", "\u200b", "e\u0301", "👩‍👩‍👧",

@@ -6,7 +6,7 @@ import pytest
 
 from assistant.config import Settings
 from assistant.pipeline import Assistant
-from conftest import FakeEmbedder, PlainEmbedder
+from assistant.testing import FakeEmbedder, PlainEmbedder
 
 TEXTS = {
     "garden.md": "# 园艺\n\n番茄需要充足的阳光和每天浇水。黄瓜喜欢温暖潮湿的环境。\n\n"

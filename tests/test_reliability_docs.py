@@ -25,7 +25,7 @@ from assistant.config import Settings
 from assistant.index_store import load_index
 from assistant.ingest import decode_text, read_document, scan_folder
 from assistant.pipeline import Assistant
-from conftest import FakeEmbedder
+from assistant.testing import FakeEmbedder
 from offline_guard import offline_env
 from test_ingest import encrypted_pdf, make_pdf
 

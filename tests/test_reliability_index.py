@@ -26,7 +26,7 @@ from assistant.config import Settings
 from assistant.errors import IndexStoreError
 from assistant.index_store import MANIFEST, load_index, read_manifest
 from assistant.pipeline import Assistant
-from conftest import FakeEmbedder
+from assistant.testing import FakeEmbedder
 from offline_guard import offline_env
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -53,7 +53,7 @@ CHILD = textwrap.dedent("""
     import assistant.generations as generations
     from assistant.config import Settings
     from assistant.pipeline import Assistant
-    from conftest import FakeEmbedder
+    from assistant.testing import FakeEmbedder
 
     point, corpus, index, marker = sys.argv[1:5]
 

@@ -19,7 +19,7 @@ from assistant.config import Settings
 from assistant.errors import QuestionError
 from assistant.pipeline import Assistant
 from assistant.ui import ChatHandlers
-from conftest import FakeEmbedder
+from assistant.testing import FakeEmbedder
 
 TEXTS = {
     "fruit.md": "# 水果\n\n苹果应放在阴凉处保存。香蕉不宜放进冰箱。\n\n## 价格\n\n苹果每斤五元。",
@@ -152,7 +152,7 @@ def test_lone_surrogates_are_replaced_before_the_embedder_sees_them(assistant):
 def test_real_model_answers_odd_questions(real_assistant, name):
     answer = bounded(lambda: real_assistant.ask(ANSWERED[name]), seconds=300)
     assert answer.text
-    corpus = Path(real_assistant.status()["corpus"])
+    corpus = Path(real_assistant.status().corpus)
     for c in (*answer.citations, *answer.related):
         assert (corpus / c.source).read_text("utf-8")[c.start:c.end] == c.quote
     assert "HACKED" not in answer.text and "已被攻破" not in answer.text

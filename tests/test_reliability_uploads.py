@@ -17,7 +17,7 @@ import pytest
 from assistant.config import Settings
 from assistant.pipeline import Assistant
 from assistant.ui import build_app, launch_options, stage_uploads
-from conftest import FakeEmbedder
+from assistant.testing import FakeEmbedder
 from test_ui import OFFSITE, _free_port, _tree, outbound  # noqa: F401  (outbound is a fixture)
 
 ODD_NAMES = [

@@ -16,7 +16,7 @@ from assistant.reader import ExtractiveReader, Passages
 from assistant.span_model import SpanScore, best_span
 from assistant.span_reader import SpanReader
 from assistant.types import Chunk, Hit
-from conftest import FakeEmbedder
+from assistant.testing import FakeEmbedder
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -30,7 +30,7 @@ from assistant.conversation import message_text
 from assistant.render import PENDING, answer_markdown, render_answer, stream_cuts
 from assistant.ui import ChatHandlers, build_app, launch_options
 from assistant.uploads import safe_name, stage_uploads
-from conftest import FakeEmbedder
+from assistant.testing import FakeEmbedder
 from offline_guard import offline_env
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -155,8 +155,9 @@ def test_chat_handler_streams_a_cited_answer(built, tmp_path):
 def test_follow_up_is_searched_with_the_previous_question(built, tmp_path, monkeypatch):
     assistant = _assistant(built, tmp_path)
     asked = []
-    ask = assistant.ask
-    monkeypatch.setattr(assistant, "ask", lambda q, k=None, query=None: asked.append((q, query)) or ask(q, k, query))
+    ask_stream = assistant.ask_stream
+    monkeypatch.setattr(assistant, "ask_stream", lambda q, k=None, query=None, reader=None:
+                        asked.append((q, query)) or ask_stream(q, k, query, reader=reader))
     handlers = ChatHandlers(assistant, stream_delay=0)
     history, _ = _final(handlers, "注意力机制的原理是什么？")
     history, content = _final(handlers, "那第二点具体怎么做？", history)

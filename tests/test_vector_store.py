@@ -17,7 +17,7 @@ from assistant.evaluation import load_questions  # noqa: E402
 from assistant.index_store import MANIFEST, load_index, read_manifest  # noqa: E402
 from assistant.pipeline import Assistant  # noqa: E402
 from assistant.vector_store import MilvusStore, chunk_keys, open_store, parse_store  # noqa: E402
-from conftest import FakeEmbedder  # noqa: E402
+from assistant.testing import FakeEmbedder  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 TEXTS = {
@@ -159,7 +159,7 @@ def test_another_model_is_refused_by_the_collection(tmp_path, corpus, lite):
     assert fresh.store.read_manifest()["embedding"]["model_id"] == "fake/char-ngrams"
     fresh.build(rebuild=True)
     assert fresh.store.read_manifest()["embedding"]["model_id"] == "fake/another-model"
-    assert fresh.status()["chunks"] == fresh.store.count()
+    assert fresh.status().chunks == fresh.store.count()
 
 
 def test_collection_and_folder_of_different_models_are_refused(tmp_path, corpus, lite):
