@@ -314,8 +314,7 @@ def warm_up(assistant) -> None:
     try:
         assistant.status()
         assistant.embedder.embed_queries(["warm-up"])
-        if assistant.reader.name == "llm":
-            assistant.reader.load()
+        assistant.reader.load()  # the reader model (span) or the LLM; nothing for the passage reader
     except AssistantError as exc:
         log.warning("not ready yet: %s", exc)
 

@@ -409,3 +409,17 @@ def test_serve_command_starts_the_ui_with_host_and_port(monkeypatch, tmp_path):
     assert assistant == "the assistant" and (settings.host, settings.port) == ("127.0.0.2", 8123)
     assert (settings.index, settings.corpus) == (tmp_path / "i", tmp_path / "c")
     assert cli.main(["serve", "--port", "-1"]) == 2  # a bad port is one clear error line
+
+
+def test_warm_up_loads_the_index_the_embedder_and_the_readers_model():
+    """The app loads everything the first answer needs in the background: the span reader's model too."""
+    from types import SimpleNamespace
+
+    from assistant.ui import warm_up
+
+    calls = []
+    assistant = SimpleNamespace(status=lambda: calls.append("status"),
+                                embedder=SimpleNamespace(embed_queries=lambda texts: calls.append("embed")),
+                                reader=SimpleNamespace(name="span", load=lambda: calls.append("load")))
+    warm_up(assistant)
+    assert calls == ["status", "embed", "load"]
