@@ -188,7 +188,8 @@ class ExtractiveReader:
         """(score, hit rank, span) for each answer-like unit of the top passages, best first."""
         units: list[tuple[int, Span]] = []
         for rank, hit in enumerate(passages.hits[:self.candidates]):
-            units += [(rank, s) for s in _body(hit.chunk.text)]
+            if hit.dense_score >= self.min_evidence:  # each cited passage passes the decision itself
+                units += [(rank, s) for s in _body(hit.chunk.text)]
         if not units:
             return []
         hits = passages.hits
@@ -257,5 +258,9 @@ class ExtractiveReader:
 
 
 def _body(text: str) -> list[Span]:
-    """The units of a passage that can answer: no headings, no lines that only pose a question."""
-    return [s for s in spans(text) if s.kind != "heading" and not is_question_like(text[s.start:s.end])]
+    """The units of a passage that can answer: no headings, no lines that only pose a question.
+
+    A passage of headings alone (an outline) answers with its headings: they are its content."""
+    units = spans(text)
+    body = [s for s in units if s.kind != "heading" and not is_question_like(text[s.start:s.end])]
+    return body or [s for s in units if s.kind == "heading"]

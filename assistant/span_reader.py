@@ -138,7 +138,8 @@ class SpanReader:
         self.gate = Answerability(embedder, weights, min_evidence, floor, candidates, threshold, rerank)
         self.span_prob = span_prob
         self.span_chars = span_chars
-        self.answer = ExtractiveReader(embedder, min_evidence=-1.0)  # the passage answer, as the default reader's
+        # The passage answer, as the default reader quotes it (each quoted passage passes the cosine threshold).
+        self.answer = ExtractiveReader(embedder, min_evidence=min_evidence)
         self.passage = ExtractiveReader(embedder, min_evidence=-1.0, candidates=1)  # one passage's answer part
 
     @property

@@ -72,3 +72,60 @@ def test_named_terms_and_plural_forms():
     assert named_terms("What is an H100?") == [] and named_terms("用 python 写") == []
     lexical = LexicalIndex.build(["Our API is documented. 中文内容"])
     assert lexical.contains("APIs") and lexical.contains("API") and not lexical.contains("SDKs")
+
+
+# -- each cited passage passes the decision; headings-only documents answer (issue 20, item 5) -----
+HEADINGS = "# 大模型训练\n\n## 数据并行与模型并行\n\n## 混合精度训练\n"
+UNRELATED = "番茄需要充足的阳光和每天浇水。黄瓜喜欢温暖潮湿的环境。"
+
+
+def _two_passages(first_dense: float, second_dense: float):
+    from assistant.reader import Passages
+    from assistant.types import Chunk, Hit
+
+    embedder = FakeEmbedder()
+    hits = [Hit(0, Chunk("plan.md", 0, len(HEADINGS), HEADINGS), first_dense, first_dense),
+            Hit(1, Chunk("garden.txt", 0, len(UNRELATED), UNRELATED), second_dense, second_dense)]
+    return embedder, Passages(question="大模型训练有哪些并行方式？", query_vector=embedder.embed_queries(["大模型训练有哪些并行方式？"])[0],
+                              hits=hits, evidence=first_dense, lines=[1, 1], pages={})
+
+
+def test_a_headings_only_passage_is_quoted_and_a_passage_below_the_threshold_is_never_cited():
+    from assistant.reader import ExtractiveReader
+
+    embedder, passages = _two_passages(0.62, 0.21)
+    reading = ExtractiveReader(embedder, min_evidence=0.45).read(passages)
+    assert not reading.abstained
+    assert [c.source for c in reading.citations] == ["plan.md"]  # never the unrelated file at 0.21
+    assert "数据并行与模型并行" in reading.text
+    quote = reading.citations[0]
+    assert HEADINGS[quote.start:quote.end] == quote.quote
+
+
+def test_a_second_passage_that_passes_the_threshold_can_still_be_cited():
+    from assistant.reader import ExtractiveReader
+
+    embedder, passages = _two_passages(0.62, 0.61)
+    reading = ExtractiveReader(embedder, min_evidence=0.45, second_margin=1.0).read(passages)
+    assert {c.source for c in reading.citations} == {"plan.md", "garden.txt"}
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("reader", ["extractive", "span"])
+def test_real_model_quotes_an_outline_and_never_cites_an_unrelated_file(real_settings, real_assistant, tmp_path,
+                                                                       reader):
+    """Issue 20, item 5, with the real model and both readers: a headings-only document answers from
+    its headings, and an unrelated document below the threshold is never cited."""
+    from assistant.pipeline import Assistant
+
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    (corpus / "plan.md").write_text(HEADINGS, "utf-8")
+    (corpus / "garden.txt").write_text(UNRELATED, "utf-8")
+    settings = real_settings.with_(corpus=corpus, index=tmp_path / "index", reader=reader)
+    assistant = Assistant(settings, embedder=real_assistant.embedder)
+    assistant.build()
+    answer = assistant.ask("大模型训练有哪些并行方式？")
+    assert not answer.abstained, answer.text
+    assert [c.source for c in answer.citations] == ["plan.md"] and "数据并行与模型并行" in answer.text
+    assert HEADINGS[answer.citations[0].start:answer.citations[0].end] == answer.citations[0].quote
