@@ -6,7 +6,9 @@ lines, or one fenced code block), and blocks are packed into chunks of at most `
 
 - a heading (``#`` lines, also in mid-line, and whole-line bold numbered items such as
   ``**3. 如何评估…？**``) starts a new chunk, so an interview question stays with its answer and a
-  section's code stays with the text that explains it;
+  section's code stays with the text that explains it. A heading is its whole line when that is a short
+  title; in mid-line, or on a long line, it is the ``#`` marks and the first word, and the rest is text
+  (a page flattened to one line: ``简介。 ## 数据 初创公司缺少…。 ## 算力 …``);
 - a block that fits is never split; a longer one is split at sentence ends (``。！？；.!?;``) or
   line ends, and only a sentence longer than ``size`` is cut mid-sentence (at a comma when possible);
 - chat-template debris such as ``<|bot|>`` is never part of a chunk.
@@ -23,12 +25,15 @@ from .types import Chunk, Document
 # The version of what this module outputs (chunk_document's chunks and spans' units). Bump it by hand
 # whenever the same text gives other chunks or units: an index of another version is re-chunked and
 # re-embedded on its next build. tests/test_chunking.py fails on a forgotten bump.
-CHUNKER_VERSION = 1
+CHUNKER_VERSION = 2
 
 DEBRIS = re.compile(r"<\|[A-Za-z_]{1,32}\|>")
 _FENCE = re.compile(r"^[ \t]*(```|~~~)", re.M)
 _BLANK = re.compile(r"\n[ \t\r\u3000]*\n")
-_HEADING = re.compile(r"(?:^|(?<=[。！？.!?）)]))[ \t]*(#{1,6})[ \t]+\S[^\n]*", re.M)
+_HEADING = re.compile(r"(?:^|(?<=[。！？.!?）)]))[ \t]*(#{1,6})[ \t]+\S", re.M)  # where one starts; _heading_end
+_HEADING_WORD = re.compile(r"[ \t]*#{1,6}[ \t]+[^\s。]+")
+_HEADING_CHARS = 200  # a title line up to this long is one heading (never cut, even past a smaller size)
+_SENTENCE_MARK = re.compile(r"[。！？!?]|(?<!\d)\.(?=\s|$)")  # in a title only as its last mark, and not a full stop
 _BOLD_ITEM = re.compile(r"^[ \t]*\*\*(?:\d+(?:\.\d+)*[.、．]|[一二三四五六七八九十]+[、.]|问题|面试题|题目)[^\n]*\*\*[ \t]*$"
                         r"|^[ \t]*\*\*[^\n*]*[？?]\*\*[ \t]*$", re.M)
 _SENTENCE_END = re.compile(r"[。！？；!?;]+[”’」』）)\"']*|\.(?=\s)|\n")
@@ -74,7 +79,7 @@ def chunk_document(document: Document, size: int = 400, overlap: int = 0, code_s
         if current and current[-1].segment != first.segment:
             flush()
         if first.kind == "heading":
-            if has_body():
+            if has_body() or (current and first.end - current[0].start > size):
                 flush()
             line = text[first.start:first.end]
             level = len(line) - len(line.lstrip("#")) if line.startswith("#") else 7
@@ -92,8 +97,8 @@ def chunk_document(document: Document, size: int = 400, overlap: int = 0, code_s
             flush(_overlap_tail(current, overlap, group[-1].end - limit))
             current.extend(group)
         else:  # longer than a chunk: add it unit by unit
-            for u in group:
-                if has_body() and u.end - current[0].start > limit:
+            for u in group:  # a heading alone is flushed too: heading + unit must fit as well
+                if current and u.end - current[0].start > limit:
                     flush(_overlap_tail(current, overlap, u.end - limit))
                 current.append(u)
     flush()
@@ -177,23 +182,40 @@ def _paragraphs(text: str, start: int, end: int):
 def _text_units(text: str, start: int, end: int, size: int, block: int) -> list[_Unit]:
     """Headings, then sentences / lines; sentences longer than ``size`` are cut at soft points."""
     cuts = sorted({start, end} | {m.start() for m in _HEADING.finditer(text, start, end)}
-                  | {m.start() for m in _BOLD_ITEM.finditer(text, start, end)})
+                  | {m.start() for m in _BOLD_ITEM.finditer(text, start, end) if m.end() - m.start() <= _HEADING_CHARS})
     units: list[_Unit] = []
     for a, b in zip(cuts, cuts[1:]):
-        m = _HEADING.match(text, a) or _BOLD_ITEM.match(text, a)
-        if m is None and a == start:  # a block starts a line, also right after chat-template debris
-            m = _HEADING.match(text[a:b]) or _BOLD_ITEM.match(text[a:b])
-        if m:
-            line_end = text.find("\n", a, b)
-            line_end = b if line_end < 0 else line_end
-            units += _trimmed(text, a, line_end, "heading", block)
-            a = line_end
+        # A block starts a line, also right after chat-template debris: there ^ must match.
+        subject, pos = (text[a:b], 0) if a == start else (text, a)
+        bold = _BOLD_ITEM.match(subject, pos)
+        heading_end = None
+        if bold and bold.end() - pos <= _HEADING_CHARS:  # a long bold line is text
+            heading_end = a + bold.end() - pos
+        elif _HEADING.match(subject, pos):
+            heading_end = _heading_end(text, a, b, size)
+        if heading_end is not None:
+            units += _trimmed(text, a, heading_end, "heading", block)
+            a = heading_end
         pos = a
         for s in _SENTENCE_END.finditer(text, a, b):
             units += _split_long(text, pos, s.end(), size, block)
             pos = s.end()
         units += _split_long(text, pos, b, size, block)
     return units
+
+
+def _heading_end(text: str, a: int, b: int, size: int) -> int:
+    """Where the ``#`` heading at ``text[a]`` ends (before ``b``): at its line's end when the rest of the line is a
+    title (at most ``_HEADING_CHARS`` long, no sentence end but a last ?/!), else after its first word, at most
+    ``size`` long. Decided on the line alone, so a chunk's text read again (``spans``) gives the same units."""
+    end = text.find("\n", a, b)
+    end = b if end < 0 else end
+    title = text[a:end].rstrip()
+    mark = _SENTENCE_MARK.search(title)
+    if len(title) <= _HEADING_CHARS and (mark is None or (mark.end() == len(title) and title[-1] not in "。.")):
+        return end
+    word = _HEADING_WORD.match(text, a, min(end, a + size))
+    return word.end() if word else min(end, a + size)
 
 
 def _code_units(text: str, start: int, end: int, code_size: int, block: int) -> list[_Unit]:

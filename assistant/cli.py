@@ -8,17 +8,20 @@ import argparse
 import json
 import logging
 import sys
+import time
 from pathlib import Path
 
 from .config import READERS, Settings, quiet_openmp
 from .errors import AssistantError, QuestionError
+from .language import printable
 
 log = logging.getLogger("assistant")
 
 EPILOG = """configuration (environment): ASSISTANT_HOME (model cache, default ~/.cache/assistant),
 ASSISTANT_CORPUS, ASSISTANT_INDEX, ASSISTANT_EMBED_MODEL (local folder or hub id), ASSISTANT_EMBED_DTYPE
-(bf16|fp32), ASSISTANT_TOP_K, ASSISTANT_MIN_EVIDENCE, ASSISTANT_CHUNK_SIZE, ASSISTANT_READER (extractive|llm),
-ASSISTANT_LLM_MODEL (a .gguf file), ASSISTANT_LLM_THREADS; see README.md."""
+(bf16|fp32), ASSISTANT_TOP_K, ASSISTANT_MIN_EVIDENCE, ASSISTANT_CHUNK_SIZE, ASSISTANT_READER (span|extractive|llm),
+ASSISTANT_LLM_MODEL (a .gguf file), ASSISTANT_LLM_THREADS, ASSISTANT_MAX_FILE_MB, ASSISTANT_MAX_DOCUMENT_CHARS
+(longer documents are refused, default 5000000); see README.md."""
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -78,10 +81,10 @@ def _parser() -> argparse.ArgumentParser:
 
 def _reader(p: argparse.ArgumentParser) -> None:
     p.add_argument("--reader", choices=READERS, default=None,
-                   help="extractive: verbatim passage quotes (fast); span: the trained reader model finds the exact "
-                        "answer span and decides what the documents cover, then quotes its passage; llm: a local "
-                        "LLM writes the answer, every sentence checked against the passages (default ASSISTANT_READER "
-                        "or extractive)")
+                   help="span: verbatim passage quotes, led by the exact answer span when the trained reader model "
+                        "is confident of one; the model also decides what the documents cover below the cosine "
+                        "threshold; extractive: the passage quotes alone, no model (fastest); llm: a local LLM writes "
+                        "the answer, every sentence checked against the passages (default ASSISTANT_READER or span)")
 
 
 def _folders(p: argparse.ArgumentParser, corpus: bool = True) -> None:
@@ -147,9 +150,11 @@ def _index(args, settings: Settings) -> int:
                   f"corpus:    {status.corpus}\ndocuments: {len(status.documents)}\n"
                   f"chunks:    {status.chunks}\nmodel:     {status.embedding_model}\nbuilt at:  {status.built_at}")
             for source, reason in status.skipped:
-                print(f"skipped:   {source}: {reason}")
+                print(f"skipped:   {printable(source)}: {reason}")
         return 0
     with _ProgressBar() as progress:
+        if sys.stderr.isatty():  # elsewhere stderr holds only the steps' lines below, or the one error line
+            print(f"reading {settings.corpus} …", file=sys.stderr, flush=True)
         if args.action == "add":
             missing = [str(p) for p in args.paths if not p.is_file()]
             if missing:
@@ -161,30 +166,45 @@ def _index(args, settings: Settings) -> int:
           f"{report.reused_documents} documents reused, {report.removed_documents} removed) in {report.seconds:.1f}s"
           + (" — index unchanged" if report.unchanged else ""))
     for source, reason in [*report.skipped, *refused]:
-        print(f"skipped {source}: {reason}")
+        print(f"skipped {printable(source)}: {reason}")
     return 1 if refused and len(refused) == len(getattr(args, "paths", [])) else 0
 
 
 class _ProgressBar:
-    """A tqdm bar on stderr fed by (done, total) callbacks; silent when nothing is embedded."""
+    """Progress on stderr, fed by (done, total) callbacks and, for the other steps of a build, by
+    ``stage(name, done, total, unit)`` ones (index_build.Progress). A tqdm bar a step on a terminal; elsewhere
+    (a pipe, a log) a line when a step starts and ends, and one at most every 10 s between."""
 
     def __init__(self, unit: str = "chunk", desc: str = "embedding") -> None:
         self.unit, self.desc = unit, desc
 
     def __enter__(self):
-        self.bar = None
+        self.bar, self.step, self.shown = None, None, 0.0
         return self
 
     def __call__(self, done: int, total: int) -> None:
-        if self.bar is None:
-            from tqdm import tqdm
+        self.stage(self.desc, done, total, self.unit)
 
-            self.bar = tqdm(total=total, unit=self.unit, desc=self.desc, file=sys.stderr, disable=None)
-        self.bar.update(done - self.bar.n)
+    def stage(self, name: str, done: int, total: int, unit: str) -> None:
+        if name != self.step:
+            self.__exit__()
+            self.step, self.shown = name, 0.0
+            if sys.stderr.isatty():
+                from tqdm import tqdm
+
+                self.bar = tqdm(total=total, unit=unit, desc=name, file=sys.stderr)
+        if self.bar is not None:
+            self.bar.update(done - self.bar.n)
+        elif done >= total or time.monotonic() - self.shown >= 10:
+            print(f"{name}: {done:,}/{total:,} {unit}s", file=sys.stderr, flush=True)
+            self.shown = time.monotonic()
+        if done >= total:  # before the next step's lines (or a warning) appear
+            self.__exit__()
 
     def __exit__(self, *exc) -> None:
         if self.bar is not None:
             self.bar.close()
+            self.bar = None
 
 
 def _ask(args, settings: Settings) -> int:
@@ -289,16 +309,19 @@ def _format(answer, checked: bool = False) -> str:
     cited = answer.related if answer.abstained else answer.citations
     span = answer.span
     if span is not None:
-        lines.insert(-2, f"(exact answer: {span.source} chars {span.start}-{span.end}, probability {span.score:.2f})")
+        lines.insert(-2, f"(exact answer: {printable(span.source)} chars {span.start}-{span.end}, probability {span.score:.2f})")
     if cited:
         lines.append("Related passages:" if answer.abstained else "Sources:")
     for c in cited:
         where = f"p.{c.page}" if c.page else f"line {c.line}"
         quote = c.quote
-        if span is not None and c.n == 1 and c.source == span.source and c.start <= span.start and span.end <= c.end:
+        if span is not None and c.n == span.n and c.source == span.source and c.start <= span.start and span.end <= c.end:
             a, b = span.start - c.start, span.end - c.start  # the answer span, marked inside its passage
             quote = f"{quote[:a]}**{quote[a:b]}**{quote[b:]}"
         quote = quote if len(quote) <= 240 else quote[:240] + "…"
-        lines.append(f"[{c.n}] {c.source} {where}, chars {c.start}-{c.end}: {quote}")
+        lines.append(f"[{c.n}] {printable(c.source)} {where}, chars {c.start}-{c.end}: {quote}")
+    for source in answer.changed:
+        lines.append(f"warning: {printable(source)} changed since the index was built, so its quotes may not match the file: "
+                     "run `assistant index build`")
     lines.append(f"({answer.timings_ms.get('total', 0):.0f} ms)")
     return "\n".join(lines) + "\n"

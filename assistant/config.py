@@ -57,7 +57,8 @@ class Settings:
     port: int = 7860
     max_question_chars: int = 2000
     max_file_mb: int = 50
-    reader: str = "extractive"  # "extractive" (passage quote), "span" (trained reader model) or "llm" (generative)
+    max_document_chars: int = 5_000_000  # a document with more text is refused (a .docx zip bomb, hours of embedding)
+    reader: str = "span"  # "span" (reader model: exact span + passage quote), "extractive" (passage quote) or "llm"
     reader_model: str = ""  # "" = the committed reader weights; or a local .safetensors file
     llm_model: str = ""  # "" = built-in Qwen2.5-Coder-1.5B-Instruct GGUF; or a local .gguf file
     llm_threads: int = 0  # llama.cpp threads; 0 = number of cores
@@ -85,7 +86,8 @@ class Settings:
     def validate(self) -> None:
         if self.embed_dtype not in ("auto", "bf16", "fp32"):
             raise ConfigError(f"ASSISTANT_EMBED_DTYPE must be auto, bf16 or fp32, not {self.embed_dtype!r}")
-        for name in ("embed_batch", "chunk_size", "top_k", "port", "max_question_chars", "max_file_mb"):
+        for name in ("embed_batch", "chunk_size", "top_k", "port", "max_question_chars", "max_file_mb",
+                     "max_document_chars"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"ASSISTANT_{name.upper()} must be a positive number")
         if self.reader not in READERS:

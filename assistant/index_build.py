@@ -30,7 +30,13 @@ from .vector_store import PersistentStore, store_manifest, write_rows
 
 log = logging.getLogger(__name__)
 
+# (done, total) of the embedding. A progress object that also has ``stage(name, done, total, unit)`` (the CLI's)
+# hears of the other slow steps too: "chunking" (documents) and "indexing words" (chunks, at its start and end).
 Progress = Callable[[int, int], None]
+# Before embedding, a warning with the time it will take when that is longer than this; the rate is the built-in
+# model's on 2 CPU cores (BENCHMARKS.md, speed: 6.6 chunks/s in a cold build of 1,640 chunks).
+SLOW_BUILD_SECONDS = 180
+CHUNKS_PER_SECOND = 6.5
 UnitRows = tuple[np.ndarray, np.ndarray]  # one chunk's unit spans (n x 2, int32) and unit vectors (n x dim, float16)
 
 
@@ -75,19 +81,26 @@ class DocumentPlan:
 
 
 def plan_documents(documents: list[Document], previous: LoadedIndex | None, chunk_size: int,
-                   chunk_overlap: int) -> list[DocumentPlan]:
-    """Each document's plan: the previous index's chunks when its content is unchanged, new chunks otherwise."""
+                   chunk_overlap: int, progress: Progress | None = None) -> list[DocumentPlan]:
+    """Each document's plan: the previous index's chunks when its content is unchanged, new chunks otherwise.
+
+    ``progress(done, total)``: documents chunked, before each one and at the end."""
     old = {d.source: d for d in previous.info.documents} if previous else {}
-    plans, first = [], 0
-    for document in documents:
-        prior = old.get(document.source)
-        if prior and prior.sha256 == document.sha256:
+    priors = [p if (p := old.get(d.source)) and p.sha256 == d.sha256 else None for d in documents]
+    plans, first, to_chunk, chunked = [], 0, priors.count(None), 0
+    for document, prior in zip(documents, priors):
+        if prior:
             chunks = previous.chunks[prior.first_chunk:prior.first_chunk + prior.chunks]
             plan = DocumentPlan(document, first, tuple(chunks), prior.first_chunk)
         else:
+            if progress:
+                progress(chunked, to_chunk)
             plan = DocumentPlan(document, first, tuple(chunk_document(document, chunk_size, chunk_overlap)))
+            chunked += 1
         plans.append(plan)
         first += len(plan.chunks)
+    if progress and to_chunk:
+        progress(to_chunk, to_chunk)
     return plans
 
 
@@ -120,7 +133,7 @@ def build_index(folder: Path, documents: list[Document], embedder: Embedder, *, 
         if previous is not None and previous.keys is not None and not in_store:
             log.warning("%s does not hold the index's vectors; re-embedding every document", store.name)
             previous = None
-        plans = plan_documents(documents, previous, chunk_size, chunk_overlap)
+        plans = plan_documents(documents, previous, chunk_size, chunk_overlap, _stage(progress, "chunking", "document"))
         chunks = [c for p in plans for c in p.chunks]
         if not chunks:
             raise _nothing_to_index(skipped)
@@ -133,6 +146,7 @@ def build_index(folder: Path, documents: list[Document], embedder: Embedder, *, 
             # Nothing to write, but files left by a build that was killed are still removed.
             generations.remove_other_generations(folder, previous.info.generation)
             return BuildReport(len(documents), len(chunks), 0, reused, 0, tuple(skipped), time.monotonic() - t0, True)
+        _warn_if_slow(plans, len(to_embed))
         embedded, new_units = _embed(embedder, chunks, to_embed, progress, embed_batch)
         vectors = _vectors(plans, embedded, previous, in_store)
         units = _unit_table(plans, new_units, embedder.dimension, previous.units if previous else None)
@@ -150,17 +164,37 @@ def build_index(folder: Path, documents: list[Document], embedder: Embedder, *, 
         written = None
         if store is None:
             matrix = np.vstack(vectors).astype(np.float32)
-            final, index, lexical = _write_generation(folder, manifest, chunks, lines, matrix, units, tokens, t0)
+            final, index, lexical = _write_generation(folder, manifest, chunks, lines, matrix, units, tokens, t0,
+                                                      _stage(progress, "indexing words", "chunk"))
             pages = {d.source: [tuple(p) for p in d.pages] for d in documents if d.pages}
             written = LoadedIndex(folder, final.to_json(), chunks, lines, index, lexical, pages, units, info=final)
         else:
             write_rows(store, manifest.to_json(), [c.source for c in chunks], vectors, to_embed,
                        previous.keys if in_store else None)
-            final, _, _ = _write_generation(folder, manifest, chunks, lines, None, units, tokens, t0)
+            final, _, _ = _write_generation(folder, manifest, chunks, lines, None, units, tokens, t0,
+                                            _stage(progress, "indexing words", "chunk"))
             emb = final.embedding
             store.write_manifest(store_manifest(emb.model_id, emb.weights_sha256, emb.dimension, final.generation))
         return BuildReport(len(documents), len(chunks), len(to_embed), reused, removed, tuple(skipped),
                            time.monotonic() - t0, index=written)
+
+
+def _stage(progress: Progress | None, name: str, unit: str) -> Progress | None:
+    """A (done, total) callback for the build step ``name``, where ``progress`` reports steps (see Progress)."""
+    stage = getattr(progress, "stage", None)
+    return None if stage is None else lambda done, total: stage(name, done, total, unit)
+
+
+def _warn_if_slow(plans: list[DocumentPlan], to_embed: int) -> None:
+    """Before embedding: how long it will take, when that is more than a few minutes, and the largest document."""
+    seconds = to_embed / CHUNKS_PER_SECOND
+    if seconds <= SLOW_BUILD_SECONDS:
+        return
+    largest = max((p for p in plans if p.reused_from is None), key=lambda p: len(p.chunks))
+    took = f"{seconds / 60:.0f} min" if seconds < 7200 else f"{seconds / 3600:.1f} h"
+    log.warning("embedding %s chunks will take about %s (at %.1f chunks/s, the built-in model on 2 CPU cores); "
+                "the largest document is %s with %s chunks", f"{to_embed:,}", took, CHUNKS_PER_SECOND,
+                largest.document.source, f"{len(largest.chunks):,}")
 
 
 def _nothing_to_index(skipped) -> IndexStoreError:
@@ -295,8 +329,8 @@ def _chunk_lines(documents: list[Document], chunks: list[Chunk]) -> list[int]:
 
 def _write_generation(folder: Path, manifest: Manifest, chunks: list[Chunk], lines: list[int],
                       matrix: np.ndarray | None, units: UnitVectors | None,
-                      tokens: list[tuple[LexicalIndex, int] | None],
-                      t0: float) -> tuple[Manifest, object, LexicalIndex]:
+                      tokens: list[tuple[LexicalIndex, int] | None], t0: float,
+                      progress: Progress | None = None) -> tuple[Manifest, object, LexicalIndex]:
     """Write a generation (``matrix`` None: no vectors file, they are in a store) and swap it in.
 
     Returns what was written, for serving it without reading it back: the manifest, the FAISS index
@@ -317,7 +351,11 @@ def _write_generation(folder: Path, manifest: Manifest, chunks: list[Chunk], lin
             for c, line in zip(chunks, lines, strict=True):
                 f.write(json.dumps({"source": c.source, "start": c.start, "end": c.end, "line": line,
                                     "heading": c.heading, "text": c.text}, ensure_ascii=False) + "\n")
+        if progress:
+            progress(0, len(chunks))
         lexical = LexicalIndex.build([c.text for c in chunks], tokens)
+        if progress:
+            progress(len(chunks), len(chunks))
         lexical.save(stage / files["lexical"])
         if units is not None:
             units.save(stage / files["units"])

@@ -23,6 +23,7 @@ from pypdf import PdfReader
 from pypdf.errors import DependencyError, PyPdfError
 
 from . import citations
+from .config import Settings
 from .errors import IngestError
 from .types import Document
 
@@ -48,6 +49,12 @@ _COMMON_CJK = frozenset(
 )
 _CONTROL = re.compile(r"[\x00-\x08\x0e-\x1f\x7f-\x9f]")  # tab, newlines and form feed are text
 _SAMPLE = 20_000  # characters looked at when judging a decoding
+# Zip bombs: a .docx is a zip, checked before python-docx inflates it. The ratio limit is Apache POI's
+# (ZipSecureFile's minimum inflate ratio 0.01), for members over 1 MB: small parts of real files exceed it.
+_ZIP_MAX_RATIO = 100
+_ZIP_RATIO_FROM = 1 << 20
+_ZIP_MAX_MEMBERS = 10_000
+_XML_BYTES_PER_CHAR = 20  # unpacked, a .docx may hold its file-size limit (images) plus this per character of text
 
 
 def check_supported(path: Path | str) -> None:
@@ -57,19 +64,33 @@ def check_supported(path: Path | str) -> None:
         raise IngestError(f"unsupported type {suffix or '(no suffix)'} (supported: {', '.join(SUPPORTED)})")
 
 
-def read_document(path: Path, root: Path, max_bytes: int = 50 << 20) -> Document:
-    """Read one file into a Document; raise IngestError naming the file and the reason."""
+def max_document_chars() -> int:
+    """The most characters of text one document may hold: ASSISTANT_MAX_DOCUMENT_CHARS (Settings.max_document_chars).
+
+    The default of ``read_document`` and ``scan_folder`` when their caller passes no ``max_chars``."""
+    name = "ASSISTANT_MAX_DOCUMENT_CHARS"
+    return Settings.from_env({name: os.environ.get(name, "")}).max_document_chars
+
+
+def read_document(path: Path, root: Path, max_bytes: int = 50 << 20, max_chars: int | None = None) -> Document:
+    """Read one file into a Document; raise IngestError naming the file and the reason.
+
+    ``max_chars``: a document with more text is refused (default ``max_document_chars()``)."""
     path, root = Path(path), Path(root)
     source = _source(path, root)
     try:
-        return _read(path, source, max_bytes)
+        return _read(path, source, max_bytes, max_chars or max_document_chars())
     except IngestError as e:
         raise IngestError(f"{source}: {e}") from None
 
 
-def scan_folder(root: Path, max_bytes: int = 50 << 20) -> tuple[list[Document], list[tuple[str, str]]]:
-    """Read every supported file under ``root``; return (documents, [(source, reason skipped)])."""
+def scan_folder(root: Path, max_bytes: int = 50 << 20,
+                max_chars: int | None = None) -> tuple[list[Document], list[tuple[str, str]]]:
+    """Read every supported file under ``root``; return (documents, [(source, reason skipped)]).
+
+    ``max_chars``: a document with more text is skipped (default ``max_document_chars()``)."""
     root = Path(root)
+    max_chars = max_chars or max_document_chars()
     if not root.is_dir():
         raise IngestError(f"{root}: corpus folder not found (or not a folder)")
     real_root = root.resolve()
@@ -86,7 +107,7 @@ def scan_folder(root: Path, max_bytes: int = 50 << 20) -> tuple[list[Document], 
                 raise IngestError("symlink points outside the corpus")
             if path.exists() and not path.is_file():
                 raise IngestError("not a regular file")
-            document = _read(path, source, max_bytes)
+            document = _read(path, source, max_bytes, max_chars)
             if document.sha256 in first_source:
                 raise IngestError(f"duplicate of {first_source[document.sha256]}")
         except IngestError as e:
@@ -149,7 +170,7 @@ def page_of(document: Document, offset: int) -> int | None:
     return citations.page_of(list(document.pages), offset)
 
 
-def _read(path: Path, source: str, max_bytes: int) -> Document:
+def _read(path: Path, source: str, max_bytes: int, max_chars: int) -> Document:
     """Read a file; IngestError messages here give the reason only, without the file name."""
     check_supported(path)
     suffix = path.suffix.lower()
@@ -166,24 +187,33 @@ def _read(path: Path, source: str, max_bytes: int) -> Document:
     pages: tuple[tuple[int, int], ...] = ()
     encoding = "utf-8"
     if suffix == ".pdf":
-        text, pages = _read_pdf(raw)
+        text, pages = _read_pdf(raw, max_chars)
     elif suffix == ".docx":
-        text = _read_docx(raw)
+        text = _read_docx(raw, max_bytes + _XML_BYTES_PER_CHAR * max_chars)
     else:
         text, encoding = decode_text(raw)
         if not text.strip():
             raise IngestError("file contains only whitespace")
+    if len(text) > max_chars:
+        raise _too_much_text(f"{len(text):,}", max_chars)
     log.debug("read %s (%s, %d characters)", source, encoding, len(text))
     return Document(source=source, text=text, sha256=hashlib.sha256(raw).hexdigest(),
                     encoding=encoding, pages=pages)
 
 
-def _read_pdf(raw: bytes) -> tuple[str, tuple[tuple[int, int], ...]]:
+def _read_pdf(raw: bytes, max_chars: int) -> tuple[str, tuple[tuple[int, int], ...]]:
+    """Its text and pages; pypdf refuses a Flate bomb (a stream inflating past 75 MB) by itself, and the
+    pages are read only until the text passes ``max_chars``."""
     try:
         reader = PdfReader(io.BytesIO(raw))
         if reader.is_encrypted and not reader.decrypt(""):
             raise IngestError("encrypted PDF that needs a password; save a copy without encryption")
-        page_texts = [page.extract_text() or "" for page in reader.pages]
+        page_texts, chars = [], 0
+        for page in reader.pages:
+            page_texts.append(page.extract_text() or "")
+            chars += len(page_texts[-1]) + 2
+            if chars > max_chars + 2:
+                raise _too_much_text(f"more than {max_chars:,}", max_chars)
     except DependencyError:
         raise IngestError("encrypted PDF (AES); install the 'cryptography' package to read it") from None
     except (PyPdfError, ValueError, KeyError, IndexError, TypeError, AttributeError, RecursionError) as e:
@@ -197,16 +227,54 @@ def _read_pdf(raw: bytes) -> tuple[str, tuple[tuple[int, int], ...]]:
     return "\n\n".join(page_texts), tuple(pages)
 
 
-def _read_docx(raw: bytes) -> str:
+def _read_docx(raw: bytes, max_unpacked: int) -> str:
     try:
+        _check_zip(raw, max_unpacked)
         document = docx.Document(io.BytesIO(raw))
         blocks = [_block_text(block) for block in document.iter_inner_content()]
-    except (zipfile.BadZipFile, PackageNotFoundError, XMLSyntaxError, KeyError, ValueError, IndexError) as e:
+    except (zipfile.BadZipFile, PackageNotFoundError, XMLSyntaxError, KeyError, ValueError, IndexError, EOFError,
+            NotImplementedError, RuntimeError) as e:  # the last three: a truncated, odd or encrypted zip member
         raise IngestError(f"corrupt .docx ({_brief(e)}); old .doc files must be saved as .docx") from None
     text = "\n\n".join(block for block in blocks if block.strip())
     if not text:
         raise IngestError("document contains no text")
     return text
+
+
+def _check_zip(raw: bytes, max_unpacked: int) -> None:
+    """Refuse a zip bomb before python-docx inflates it: too many members, members that declare more than
+    ``max_unpacked`` bytes in all, or one that declares a ratio over ``_ZIP_MAX_RATIO``. Then the members are
+    inflated in 1 MB pieces and counted up to that limit, whatever they declare, so that what python-docx reads
+    next is known to fit (zipfile itself stops a member at its declared size, with a CRC error)."""
+    with zipfile.ZipFile(io.BytesIO(raw)) as archive:
+        members = archive.infolist()
+        if len(members) > _ZIP_MAX_MEMBERS:
+            raise IngestError(f"the .docx holds {len(members):,} files; the limit is {_ZIP_MAX_MEMBERS:,}")
+        declared = sum(m.file_size for m in members)
+        if declared > max_unpacked:
+            raise _unpacks_too_far(_size(declared), max_unpacked)
+        for m in members:
+            if m.file_size > _ZIP_RATIO_FROM and m.file_size > _ZIP_MAX_RATIO * max(m.compress_size, 1):
+                raise IngestError(f"the .docx is a zip bomb: {m.filename} expands "
+                                  f"{m.file_size // max(m.compress_size, 1):,} times ({_size(m.compress_size)} to "
+                                  f"{_size(m.file_size)}); the limit is {_ZIP_MAX_RATIO} times")
+        unpacked = 0
+        for m in members:
+            with archive.open(m) as member:
+                while piece := member.read(1 << 20):
+                    unpacked += len(piece)
+                    if unpacked > max_unpacked:
+                        raise _unpacks_too_far(f"more than {_size(max_unpacked)}", max_unpacked)
+
+
+def _unpacks_too_far(size: str, max_unpacked: int) -> IngestError:
+    return IngestError(f"the .docx unpacks to {size}; the limit is {_size(max_unpacked)} (ASSISTANT_MAX_FILE_MB "
+                       f"plus {_XML_BYTES_PER_CHAR} bytes per character of ASSISTANT_MAX_DOCUMENT_CHARS)")
+
+
+def _too_much_text(chars: str, max_chars: int) -> IngestError:
+    return IngestError(f"the text is {chars} characters; the limit is {max_chars:,} characters a document "
+                       "(ASSISTANT_MAX_DOCUMENT_CHARS)")
 
 
 def _block_text(block: Paragraph | Table) -> str:

@@ -1,4 +1,5 @@
-"""Which language a text is in, the names a question asks about, and the "not covered" sentence in its language."""
+"""Which language a text is in, the names a question asks about, the "not covered" sentence in its language,
+and names made printable on one line."""
 from __future__ import annotations
 
 import re
@@ -36,3 +37,12 @@ def not_covered(question: str, missing: tuple[str, ...] = ()) -> str:
     said = f"The documents never mention {', '.join(missing)}." if missing else \
         "The documents do not cover this question."
     return said + " The closest passages are listed below for reference."
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f\u2028\u2029]")
+
+
+def printable(name: str) -> str:
+    """A file name (or any label) as one line: newlines, tabs and other control characters escaped
+    (``\\n``, ``\\t``, ``\\x1b``...), so a hostile name cannot split or forge an output line."""
+    return _CONTROL.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), name)

@@ -99,9 +99,11 @@ class LexicalIndex:
 
     @classmethod
     def build(cls, texts: list[str], reuse: list[tuple[LexicalIndex, int] | None] | None = None) -> LexicalIndex:
-        """Index ``texts``; ``reuse[i] = (previous index, its chunk id)`` takes chunk i's tokens from there."""
+        """Index ``texts``; ``reuse[i] = (previous index, its chunk id)`` takes chunk i's tokens from there.
+
+        The vocabulary holds only the tokens of ``texts``: the ids of reused tokens change when some are gone."""
         previous = next((r[0] for r in reuse or () if r is not None), None)
-        vocab = list(previous.vocab) if previous else []  # old ids stay valid: new tokens are appended
+        vocab = list(previous.vocab) if previous else []  # while building, old ids stay valid: new tokens are appended
         ids = dict(previous._ids) if previous else {}
         known_count = len(ids)
         parts, lengths = [], []
@@ -117,6 +119,11 @@ class LexicalIndex:
         offsets = np.zeros(len(texts) + 1, dtype=np.int64)
         np.cumsum(lengths, out=offsets[1:])
         token_ids = np.concatenate(parts).astype(np.int32) if parts else np.zeros(0, np.int32)
+        used = np.bincount(token_ids, minlength=len(vocab)) > 0
+        if not used.all():  # tokens only removed or changed chunks had: no word of a deleted document stays
+            vocab = [t for t, keep in zip(vocab, used) if keep]
+            token_ids = (np.cumsum(used) - 1).astype(np.int32)[token_ids]
+            ids = None
         return cls(vocab, token_ids, offsets, ids=ids)
 
     def save(self, folder: Path) -> None:

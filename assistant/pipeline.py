@@ -13,6 +13,7 @@ from pathlib import Path
 from .config import Settings, resolve_dtype
 from .embedding import Embedder, SentenceTransformerEmbedder
 from .errors import AssistantError, IndexStoreError, IngestError, QuestionError
+from .freshness import SourceCheck
 from .index_store import BuildReport, build_index, check_compatible, load_index, LoadedIndex
 from .ingest import read_document, scan_folder
 from .models import resolve_embedding_model
@@ -52,6 +53,7 @@ class Assistant:
         self._lock = threading.Lock()
         self.reader = reader if reader is not None else self.reader_named(settings.reader)
         self._serving: _Serving | None = None
+        self._sources = SourceCheck()  # are the cited documents still as indexed?
 
     def reader_named(self, name: str) -> Reader:
         """The reader called ``name`` ("span", "extractive" or "llm"), made once; ModelError if it cannot be used."""
@@ -116,7 +118,7 @@ class Assistant:
         corpus = corpus or self.settings.corpus
         if not corpus.is_dir():
             raise AssistantError(f"corpus folder {corpus} does not exist")
-        documents, skipped = scan_folder(corpus, self.settings.max_file_mb << 20)
+        documents, skipped = scan_folder(corpus, self.settings.max_file_mb << 20, self.settings.max_document_chars)
         report = build_index(self.settings.index, documents, self.embedder, chunk_size=self.settings.chunk_size,
                              chunk_overlap=self.settings.chunk_overlap, skipped=skipped, corpus=corpus,
                              rebuild=rebuild, progress=progress,
@@ -140,7 +142,7 @@ class Assistant:
         refused: list[tuple[str, str]] = []
         for path in paths:
             try:
-                read_document(path, path.parent, self.settings.max_file_mb << 20)
+                read_document(path, path.parent, self.settings.max_file_mb << 20, self.settings.max_document_chars)
             except IngestError as exc:
                 refused.append((path.name, str(exc).removeprefix(f"{path.name}: ")))
                 continue
@@ -214,8 +216,12 @@ class Assistant:
         timings = {"retrieve": (t1 - t0) * 1000, "read": (t2 - t1) * 1000, "total": (t2 - t0) * 1000}
         if first is not None:
             timings["first_text"] = (first - t0) * 1000
+        manifest = serving.index.manifest
+        changed = self._sources.changed(manifest.get("corpus", ""),
+                                        {d["source"]: d["sha256"] for d in manifest["documents"]},
+                                        [c.source for c in (*reading.citations, *reading.related)])
         return Answer(question, reading.text, reading.abstained, reading.citations, reading.related,
-                      query if query != question else "", timings, reading.span)
+                      query if query != question else "", timings, reading.span, changed)
 
 
 __all__ = ["Assistant", "make_embedder", "IndexStoreError"]

@@ -9,6 +9,7 @@ import html
 import re
 from collections.abc import Callable
 
+from .language import printable
 from .generative import UNSUPPORTED
 from .types import Answer, Citation
 
@@ -87,10 +88,10 @@ def _source_item(c: Citation, document_text: str | None, label: str, span: Citat
     snippet = re.sub(r"\s+", " ", c.quote).strip()
     snippet = snippet if len(snippet) <= 48 else snippet[:48] + "…"
     return (f'<details class="source"><summary><span class="num">{label}</span>'
-            f'<span class="doc">{html.escape(c.source)}</span><span class="where">{_where(c)}</span>'
+            f'<span class="doc">{html.escape(printable(c.source))}</span><span class="where">{_where(c)}</span>'
             f'<span class="snippet">{html.escape(snippet)}</span></summary>'
             f'{_passage(c, document_text, span)}'
-            f'<div class="span-info">{html.escape(c.source)} · characters {c.start}–{c.end}</div></details>')
+            f'<div class="span-info">{html.escape(printable(c.source))} · characters {c.start}–{c.end}</div></details>')
 
 
 def render_answer(answer: Answer, read_text: Callable[[str], str | None] = lambda source: None,
@@ -109,13 +110,23 @@ def render_answer(answer: Answer, read_text: Callable[[str], str | None] = lambd
         if answer.related:
             items = "".join(_source_item(c, read_text(c.source), "·") for c in answer.related)
             parts.append(f'<div class="sources related"><div class="sources-title">Related reading</div>{items}</div>')
+        parts += [changed_html(answer)] if answer.changed else []
         return "\n\n".join(parts)
     parts.append(body(answer.text if upto is None else answer.text[:upto], {c.n for c in answer.citations}))
     if upto is None and answer.citations:
-        items = "".join(_source_item(c, read_text(c.source), str(c.n), answer.span if c.n == 1 else None)
+        items = "".join(_source_item(c, read_text(c.source), str(c.n),
+                                     answer.span if answer.span is not None and c.n == answer.span.n else None)
                         for c in answer.citations)
         parts.append(f'<div class="sources"><div class="sources-title">Sources</div>{items}</div>')
+    parts += [changed_html(answer)] if answer.changed and upto is None else []
     return "\n\n".join(parts)
+
+
+def changed_html(answer: Answer) -> str:
+    """The warning that cited documents changed since indexing (their quotes may no longer match)."""
+    names = ", ".join(html.escape(printable(s)) for s in answer.changed)
+    return (f'<div class="error-note">⚠ Changed since the index was built: {names}. Their quotes may not match '
+            "the files any more: rebuild the index.</div>")
 
 
 def render_error(error: Exception) -> str:
@@ -162,7 +173,7 @@ def note_html(note: str) -> str:
 def report_markdown(title: str, added: list[str], refused: list[tuple[str, str]], detail: str = "") -> str:
     """An upload or rebuild report: the title, then ✓ for each added file and ✗ with the reason for each refused."""
     lines = [f"**{title}**" + (f" — {detail}" if detail else "")]
-    lines += [f"✓ {html.escape(name)}" for name in added]
-    lines += [f"✗ **{html.escape(name)}**: {html.escape(reason)}" for name, reason in refused]
+    lines += [f"✓ {html.escape(printable(name))}" for name in added]
+    lines += [f"✗ **{html.escape(printable(name))}**: {html.escape(reason)}" for name, reason in refused]
     return "  \n".join(lines)
 

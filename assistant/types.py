@@ -63,7 +63,8 @@ class Answer:
     related: tuple[Citation, ...] = ()  # closest passages shown when the assistant abstains
     query: str = ""  # what was searched for, when it differs from the question
     timings_ms: dict[str, float] = field(default_factory=dict)
-    span: Citation | None = None  # the exact answer inside the first cited passage, when one was found
+    span: Citation | None = None  # the exact answer inside one cited passage, when one was found
+    changed: tuple[str, ...] = ()  # cited documents whose file changed since indexing: their quotes may not match
 
     def to_dict(self) -> dict:
         def cite(c: Citation) -> dict:
@@ -80,6 +81,7 @@ class Answer:
                 "source": self.span.source, "start": self.span.start, "end": self.span.end,
                 "text": self.span.quote, "score": round(self.span.score, 4)},
             "query": self.query or self.question,
+            "changed_sources": list(self.changed),
             "timings_ms": {k: round(v, 1) for k, v in self.timings_ms.items()},
         }
 

@@ -24,6 +24,7 @@ from pathlib import Path
 from .config import Settings
 from .conversation import is_follow_up, message_text, resolve_query  # noqa: F401  (is_follow_up: re-exported)
 from .errors import AssistantError, IngestError, NoIndexError
+from .language import printable
 from .ingest import SUPPORTED, read_document
 from .render import (PENDING, answer_markdown, checked_markdown, draft_html, note_html, render_answer, render_error,
                      report_markdown, stream_cuts)
@@ -42,7 +43,7 @@ SANS = ("system-ui", "-apple-system", "Segoe UI", "Noto Sans", "Noto Sans CJK SC
         "Microsoft YaHei", "Helvetica Neue", "Arial", "sans-serif")
 MONO = ("ui-monospace", "SFMono-Regular", "Menlo", "Consolas", "Noto Sans Mono CJK SC", "DejaVu Sans Mono",
         "monospace")
-READER_CHOICES = [("Quote (extractive, fast)", "extractive"), ("Exact span (reader model)", "span"),
+READER_CHOICES = [("Quote + exact span (reader model)", "span"), ("Quote only (fastest)", "extractive"),
                   ("Write (local LLM, every sentence checked)", "llm")]
 
 
@@ -210,7 +211,7 @@ class ChatHandlers:
         lines = [f"**{len(status.documents)} documents · {status.chunks} passages**",
                  f"<span class='muted'>model {html.escape(status.embedding_model)}<br>built {built}</span>"]
         if status.documents:
-            items = "".join(f"<li>{html.escape(d.source)}</li>" for d in status.documents)
+            items = "".join(f"<li>{html.escape(printable(d.source))}</li>" for d in status.documents)
             lines.append(f"<details class='doc-list'><summary>Documents</summary><ul>{items}</ul></details>")
         if status.skipped:
             lines.append(f"<span class='muted'>{len(status.skipped)} files skipped when indexing</span>")

@@ -246,8 +246,10 @@ def write_big_file(path: Path, size: int) -> Path:
 
 
 def run_big(*args: str) -> dict:
+    # 25 million characters: over the default per-document text cap, which this test is not about.
+    env = {**offline_env(), "ASSISTANT_MAX_DOCUMENT_CHARS": "100000000"}
     out = subprocess.run([sys.executable, "-c", BIG_CHILD, *args], capture_output=True, text=True, timeout=900,
-                         env=offline_env())
+                         env=env)
     assert out.returncode == 0, out.stderr[-3000:]
     return json.loads(out.stdout)
 
