@@ -210,23 +210,23 @@ class _ProgressBar:
 def _ask(args, settings: Settings) -> int:
     questions = args.questions
     if questions == ["-"]:
-        try:
-            questions = [line.strip() for line in sys.stdin if line.strip()]
-        except UnicodeDecodeError:
-            raise QuestionError("the questions on stdin are not UTF-8 text; save them as UTF-8") from None
-    # Undecodable bytes in arguments arrive as lone surrogates, which cannot be printed back.
-    questions = [q.encode("utf-8", "replace").decode("utf-8") for q in questions]
+        questions = _stdin_questions()
+    else:  # undecodable bytes in arguments arrive as lone surrogates, which cannot be printed back
+        questions = [q.encode("utf-8", "replace").decode("utf-8") for q in questions]
     assistant = _assistant(settings)
     failures = 0
     for question in questions:
         try:
+            if isinstance(question, QuestionError):  # a line of stdin that is not UTF-8
+                raise question
             answer = _ask_one(assistant, question, stream=not args.json)
         except AssistantError as exc:
             if not args.json and len(questions) == 1:
                 raise
             failures += 1
             if args.json:
-                print(json.dumps({"question": question[:200], "error": str(exc)}, ensure_ascii=False), flush=True)
+                shown = "" if isinstance(question, QuestionError) else question[:200]
+                print(json.dumps({"question": shown, "error": str(exc)}, ensure_ascii=False), flush=True)
             else:
                 print(f"error: {exc}", file=sys.stderr)
             continue
@@ -235,6 +235,23 @@ def _ask(args, settings: Settings) -> int:
         elif answer is not None:
             print(_format(answer), flush=True)
     return 2 if failures and failures == len(questions) else 0
+
+
+def _stdin_questions() -> list:
+    """One question per non-empty line of stdin, read as bytes and decoded strictly as UTF-8 (Python's
+    own stdin would turn other encodings into lone surrogates under the C locale); a line that is not
+    UTF-8 becomes a QuestionError, answered with one error row while the other lines go on."""
+    out: list = []
+    stream = getattr(sys.stdin, "buffer", None)
+    for n, raw in enumerate(stream if stream is not None else sys.stdin, 1):  # a text stream: already decoded
+        try:
+            line = (raw.decode("utf-8-sig" if n == 1 else "utf-8") if isinstance(raw, bytes) else raw).strip()
+        except UnicodeDecodeError:
+            out.append(QuestionError(f"line {n} of stdin is not UTF-8 text; save the questions as UTF-8"))
+            continue
+        if line:
+            out.append(line)
+    return out
 
 
 def _ask_one(assistant, question: str, stream: bool):

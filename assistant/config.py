@@ -90,6 +90,8 @@ class Settings:
                      "max_document_chars"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"ASSISTANT_{name.upper()} must be a positive number")
+        if not 1 <= self.port <= 65535:
+            raise ConfigError(f"ASSISTANT_PORT (--port) must be between 1 and 65535, not {self.port}")
         if self.reader not in READERS:
             raise ConfigError(f"ASSISTANT_READER must be {' or '.join(READERS)}, not {self.reader!r}")
         if self.llm_threads < 0 or self.llm_max_tokens <= 0:

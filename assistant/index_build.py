@@ -120,6 +120,10 @@ def build_index(folder: Path, documents: list[Document], embedder: Embedder, *, 
     Documents whose content hash and chunking are unchanged keep their vectors; only new and changed
     documents are embedded. ``rebuild=True`` re-embeds everything.
     """
+    # faiss first: its import tries optional CPU builds and reports whatever stopped them, so a Ctrl-C
+    # landing in an import at the end of a long build would print as a ModuleNotFoundError.
+    import faiss  # noqa: F401
+
     t0 = time.monotonic()
     if not documents:  # an index of nothing cannot answer anything (and BM25 cannot index an empty corpus)
         raise _nothing_to_index(skipped)

@@ -234,6 +234,9 @@ def _read_docx(raw: bytes, max_unpacked: int) -> str:
         blocks = [_block_text(block) for block in document.iter_inner_content()]
     except (zipfile.BadZipFile, PackageNotFoundError, XMLSyntaxError, KeyError, ValueError, IndexError, EOFError,
             NotImplementedError, RuntimeError) as e:  # the last three: a truncated, odd or encrypted zip member
+        if isinstance(e, XMLSyntaxError) and re.search(r"amplification|entity|huge input", str(e), re.I):
+            raise IngestError("the document's XML expands too far (nested entities, a 'billion laughs' bomb); "
+                              "it was not read") from None
         raise IngestError(f"corrupt .docx ({_brief(e)}); old .doc files must be saved as .docx") from None
     text = "\n\n".join(block for block in blocks if block.strip())
     if not text:

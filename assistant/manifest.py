@@ -189,6 +189,8 @@ def read(folder: Path) -> tuple[dict, Manifest]:
     path = folder / MANIFEST
     if not folder.exists():
         raise NoIndexError(f"no index at {folder}: build one with `assistant index build`")
+    if not folder.is_dir():
+        raise IndexStoreError(not_a_folder(folder))
     if not path.is_file():
         raise NoIndexError(f"{folder} is not an assistant index (no {MANIFEST}): {REBUILD} or pick another --index")
     try:
@@ -196,6 +198,11 @@ def read(folder: Path) -> tuple[dict, Manifest]:
     except (OSError, UnicodeDecodeError, ValueError) as exc:
         raise IndexStoreError(f"{path} is damaged ({exc.__class__.__name__}): {REBUILD}") from exc
     return data, Manifest.from_json(data, path)
+
+
+def not_a_folder(folder: Path) -> str:
+    return (f"the index path {folder} is a file, not a folder: point --index (ASSISTANT_INDEX) at a folder, "
+            "or move the file away")
 
 
 def read_manifest(folder: Path) -> dict:

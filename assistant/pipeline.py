@@ -1,6 +1,7 @@
 """Assistant: wires the index, the retriever and the reader; ``ask(question)`` returns a cited Answer."""
 from __future__ import annotations
 
+import errno
 import logging
 import re
 import shutil
@@ -14,6 +15,7 @@ from .config import Settings, resolve_dtype
 from .embedding import Embedder, SentenceTransformerEmbedder
 from .errors import AssistantError, IndexStoreError, IngestError, QuestionError
 from .freshness import SourceCheck
+from .manifest import not_a_folder
 from .index_store import BuildReport, build_index, check_compatible, load_index, LoadedIndex
 from .ingest import read_document, scan_folder
 from .models import resolve_embedding_model
@@ -80,8 +82,8 @@ class Assistant:
         fits = self.embedder.weights_sha256 == EMBEDDING_GEMMA.files[EMBEDDING_GEMMA.weights_file][1] and \
             hasattr(self.embedder, "transformer")
         if not fits and not quiet:
-            log.warning("the reader model needs the built-in EmbeddingGemma; %s answers with passages only",
-                        self.embedder.model_id)
+            log.info("the reader model needs the built-in EmbeddingGemma; with %s the span reader quotes passages only",
+                     self.embedder.model_id)
         return fits
 
     def _span_reader(self):
@@ -118,11 +120,24 @@ class Assistant:
         corpus = corpus or self.settings.corpus
         if not corpus.is_dir():
             raise AssistantError(f"corpus folder {corpus} does not exist")
+        index = self.settings.index
+        if index.exists() and not index.is_dir():
+            raise IndexStoreError(not_a_folder(index))
         documents, skipped = scan_folder(corpus, self.settings.max_file_mb << 20, self.settings.max_document_chars)
-        report = build_index(self.settings.index, documents, self.embedder, chunk_size=self.settings.chunk_size,
-                             chunk_overlap=self.settings.chunk_overlap, skipped=skipped, corpus=corpus,
-                             rebuild=rebuild, progress=progress,
-                             loaded=self._serving.index if self._serving is not None else None, store=self.store)
+        try:
+            report = build_index(index, documents, self.embedder, chunk_size=self.settings.chunk_size,
+                                 chunk_overlap=self.settings.chunk_overlap, skipped=skipped, corpus=corpus,
+                                 rebuild=rebuild, progress=progress,
+                                 loaded=self._serving.index if self._serving is not None else None, store=self.store)
+        except OSError as exc:
+            if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+                raise
+            held = sum(p.stat().st_size for p in index.rglob("*") if p.is_file()) if index.is_dir() else 0
+            raise IndexStoreError(
+                f"no space left on the disk of {index} while writing the new index: the previous index is "
+                "unchanged and still serves, and nothing of the new one was left behind; free "
+                + (f"at least {-(-held // (1 << 20))} MB (what the current index takes) " if held else "some space ")
+                + "and build again") from None
         if report.index is not None:  # serve what was just written, without reading it back
             self._serving = _Serving(report.index, HybridRetriever(report.index, self.embedder))
         elif not report.unchanged or self._serving is None:

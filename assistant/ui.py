@@ -11,6 +11,7 @@ be used (the llm extra or the model is missing); a note under the answer says so
 """
 from __future__ import annotations
 
+import errno
 import html
 import logging
 import os
@@ -320,8 +321,25 @@ def warm_up(assistant) -> None:
         log.warning("not ready yet: %s", exc)
 
 
+def check_port(host: str, port: int) -> None:
+    """AssistantError (one line) when ``host:port`` cannot be listened on: taken, or not this machine's."""
+    import socket
+
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the web server sets it
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            taken = exc.errno == errno.EADDRINUSE
+            raise AssistantError(
+                f"port {port} on {host} is already in use (another `assistant serve`?): pick a free one with "
+                "--port N or ASSISTANT_PORT" if taken else f"cannot listen on {host}:{port}: {exc.strerror}") from None
+
+
 def serve(assistant, settings: Settings) -> None:
     """Start the app on settings.host:settings.port and block; the model loads in the background meanwhile."""
+    check_port(settings.host, settings.port)
     threading.Thread(target=warm_up, args=(assistant,), name="warm-up", daemon=True).start()
     build_app(assistant, settings).launch(**launch_options(settings))
 

@@ -168,11 +168,30 @@ def test_cli_json_error_row_for_a_question_with_undecodable_bytes(index_folder, 
     assert rows[1]["question"] == "苹果?保存" and "answer" in rows[1]
 
 
-def test_cli_questions_on_stdin_that_are_not_utf8(index_folder, capsys, monkeypatch):
-    import io
+FAKE_CLI = ("import sys; import assistant.pipeline as p; from assistant.testing import FakeEmbedder; "
+            "p.make_embedder = lambda settings, show_progress=False: FakeEmbedder(); "
+            "from assistant.cli import main; raise SystemExit(main(sys.argv[1:]))")
 
-    monkeypatch.setattr(pipeline, "make_embedder", lambda settings, show_progress=False: FakeEmbedder())
-    monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO("苹果".encode("gb18030") + b"\n"), "utf-8"))
-    assert main(["ask", "--index", str(index_folder / "index"), "-"]) == 2
-    err = capsys.readouterr().err
-    assert err == "error: the questions on stdin are not UTF-8 text; save them as UTF-8\n"
+
+@pytest.mark.parametrize("locale", ["C", "C.UTF-8"])
+def test_cli_questions_on_stdin_that_are_not_utf8(index_folder, locale):
+    """The real process (Python reads stdin with surrogateescape under these locales): a GB18030 line
+    gets one error row, and the next line is answered."""
+    import json
+    import subprocess
+    import sys
+
+    env = {**os.environ, "LC_ALL": locale, "LANG": locale, "PYTHONIOENCODING": "", "HF_HUB_OFFLINE": "1"}
+    env.pop("PYTHONUTF8", None)
+    stdin = "苹果怎么保存".encode("gb18030") + b"\n" + "苹果怎么保存".encode() + b"\n"
+    out = subprocess.run([sys.executable, "-c", FAKE_CLI, "ask", "--json", "--index", str(index_folder / "index"),
+                          "-"], input=stdin, capture_output=True, env=env, timeout=300)
+    assert out.returncode == 0, out.stderr.decode(errors="replace")[-2000:]
+    rows = [json.loads(line) for line in out.stdout.decode("utf-8").splitlines()]
+    assert len(rows) == 2 and rows[0] == {"question": "", "error": "line 1 of stdin is not UTF-8 text; save the "
+                                                                      "questions as UTF-8"}
+    assert rows[1]["question"] == "苹果怎么保存" and "answer" in rows[1]
+    alone = subprocess.run([sys.executable, "-c", FAKE_CLI, "ask", "--index", str(index_folder / "index"), "-"],
+                           input=stdin[:stdin.index(b"\n") + 1], capture_output=True, env=env, timeout=300)
+    assert alone.returncode == 2 and alone.stdout == b""
+    assert alone.stderr.decode() == "error: line 1 of stdin is not UTF-8 text; save the questions as UTF-8\n"
