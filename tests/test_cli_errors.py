@@ -15,23 +15,13 @@ from pathlib import Path
 
 import pytest
 
-import assistant.pipeline as pipeline
 from assistant.cli import main
 from assistant.config import Settings
 from assistant.errors import AssistantError, ConfigError, IngestError
 from assistant.ingest import read_document
-from assistant.testing import FakeEmbedder
+from test_cli import isolated  # noqa: F401  (autouse: no ASSISTANT_* settings, the fake embedder)
 
 TEXT = "# 园艺\n\n番茄需要充足的阳光和每天浇水。黄瓜喜欢温暖潮湿的环境。\n"
-
-
-@pytest.fixture(autouse=True)
-def isolated(monkeypatch, tmp_path):
-    for name in list(os.environ):
-        if name.startswith("ASSISTANT_"):
-            monkeypatch.delenv(name)
-    monkeypatch.setenv("ASSISTANT_HOME", str(tmp_path / "home"))
-    monkeypatch.setattr(pipeline, "make_embedder", lambda settings, show_progress=False: FakeEmbedder())
 
 
 @pytest.fixture
