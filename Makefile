@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 LLM_STAMP := $(VENV)/.llm-installed-stamp
-READER ?= extractive
+READER ?= span
 export HF_HUB_OFFLINE ?= 1
 export GRADIO_ANALYTICS_ENABLED := False
 
@@ -58,16 +58,16 @@ test-fast: install
 
 bench: models
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test,bench,milvus]'
-	$(BIN)/python bench/speed.py
-	$(BIN)/python bench/stores.py
-	$(BIN)/python bench/hybrid.py
+	$(BIN)/python -m bench.speed
+	$(BIN)/python -m bench.stores
+	$(BIN)/python -m bench.hybrid
 
 bench-quality: models
-	$(BIN)/python bench/cmrc.py
+	$(BIN)/python -m bench.cmrc
 
 # The reader model on CMRC 2018 dev (span EM/F1, answerability AUC, English): about 15 min here.
 bench-reader: models
-	$(BIN)/python bench/reader.py
+	$(BIN)/python -m bench.reader
 
 # Reproduces assistant/weights/reader.safetensors from ../shared/train (about 30 min on 2 idle cores).
 train-reader: models

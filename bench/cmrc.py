@@ -17,7 +17,7 @@ similarity: exactly the reader's rule), so one pass gives the numbers for every 
 other abstention rules. ``--timing N`` asks N questions through the unmodified ``Assistant``
 (default reader, no cache) for honest latency, and checks that it agrees with the cached path.
 
-Usage: ``python bench/cmrc.py [--cmrc PATH] [--limit N] [--json] [--no-write]``
+Usage: ``python -m bench.cmrc [--cmrc PATH] [--limit N] [--json] [--no-write]``
 (``make bench-quality``). Results go to the ``cmrc`` section of BENCHMARKS.md.
 """
 from __future__ import annotations
@@ -27,7 +27,6 @@ import datetime as dt
 import json
 import logging
 import os
-import platform
 import statistics
 import sys
 import time
@@ -37,8 +36,9 @@ from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
+from bench.cmrc_data import DEFAULT_CMRC, EN_QUESTIONS, Item, load_cmrc, load_english, spread, write_corpus
+from bench.common import BENCHMARKS, REPO, machine, percentile, write_section
+
 # OpenMP threads that spin while waiting make every embedding call ~25x slower when the cores are
 # shared with other processes (measured: 9 sentences 23 s vs 0.8 s on a busy 2-core machine). Set
 # before torch or faiss start OpenMP; OMP_WAIT_POLICY=ACTIVE in the environment restores the default.
@@ -52,9 +52,6 @@ from assistant.retriever import HybridRetriever  # noqa: E402
 
 log = logging.getLogger("bench.cmrc")
 
-DEFAULT_CMRC = Path("../shared/bench/cmrc2018/cmrc2018_dev.json")
-EN_QUESTIONS = Path(__file__).resolve().with_name("cmrc_en_questions.jsonl")
-BENCHMARKS = REPO / "BENCHMARKS.md"
 START, END = "<!-- cmrc:start -->", "<!-- cmrc:end -->"
 TARGETS = {"hybrid_r5": 0.985, "reader_accuracy": 0.85, "abstention": 0.9, "cross_lingual_gap": 0.05}
 # (fusion, dense weight, lexical weight); the first is HybridRetriever's default
@@ -65,14 +62,6 @@ THRESHOLDS = [0.30, 0.35, 0.40, 0.42, 0.45, 0.48, 0.50, 0.52, 0.55, 0.60]
 
 
 # -- data ----------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Item:
-    id: str
-    question: str
-    answers: tuple[str, ...]
-    source: str  # the document holding the question's context
-
-
 @dataclass
 class Result:
     """What one question produced, asked with its own context and without it (``*_out``)."""
@@ -120,62 +109,6 @@ RULES = [cosine_rule(0.45),
            for t in (0.03, 0.05)),
          *(Rule(f"cited-sentence score >= {u:.2f} and margin >= {t:.2f}", lambda e, m, s, u=u, t=t: s >= u and m >= t)
            for u, t in ((0.50, 0.04), (0.48, 0.05)))]
-
-
-def source_name(context_id: str) -> str:
-    return f"ctx-{context_id}.txt"
-
-
-def load_cmrc(path: Path) -> tuple[dict[str, str], list[Item]]:
-    """(context id -> text, the questions) from a SQuAD-style CMRC file."""
-    data = json.loads(path.read_text("utf-8"))
-    contexts: dict[str, str] = {}
-    items: list[Item] = []
-    for article in data["data"]:
-        for n, paragraph in enumerate(article["paragraphs"]):
-            cid = str(paragraph.get("id") or f"{article.get('id', 'A')}-{n}")
-            contexts[cid] = paragraph["context"]
-            for qa in paragraph["qas"]:
-                answers = tuple(dict.fromkeys(a["text"] for a in qa["answers"] if a["text"].strip()))
-                items.append(Item(str(qa["id"]), qa["question"], answers, source_name(cid)))
-    return contexts, items
-
-
-def load_english(path: Path, chinese: dict[str, Item]) -> list[tuple[Item, Item]]:
-    """(English item, its Chinese original) pairs."""
-    pairs = []
-    for line in path.read_text("utf-8").splitlines():
-        if line.strip():
-            row = json.loads(line)
-            original = chinese[row["source_question_id"]]
-            english = Item(row["id"], row["question"], tuple(row["answers"]), source_name(row["context_id"]))
-            if english.source != original.source:
-                raise SystemExit(f"{path}: {row['id']} names context {row['context_id']}, "
-                                 f"but {original.id} belongs to {original.source}")
-            pairs.append((english, original))
-    return pairs
-
-
-def spread(items: list, limit: int | None) -> list:
-    """``limit`` items evenly spaced over the list (all of them without a limit)."""
-    if not limit or limit >= len(items):
-        return list(items)
-    step = len(items) / limit
-    return [items[int(i * step)] for i in range(limit)]
-
-
-def write_corpus(contexts: dict[str, str], folder: Path) -> None:
-    """One text file per context; unchanged files are left alone, files of other contexts removed."""
-    folder.mkdir(parents=True, exist_ok=True)
-    wanted = {source_name(cid): text for cid, text in contexts.items()}
-    for path in folder.glob("ctx-*.txt"):
-        if path.name not in wanted:
-            path.unlink()
-    for name, text in wanted.items():
-        path = folder / name
-        data = text.encode("utf-8")
-        if not path.exists() or path.read_bytes() != data:
-            path.write_bytes(data)
 
 
 # -- an embedder that remembers ------------------------------------------------------------------
@@ -440,31 +373,11 @@ def timing_sample(settings: Settings, inner, items: list[Item], bench: Bench, re
         r = results[item.id]
         agree += (answer.abstained == (not cosine_rule(bench.threshold).answered(r))
                   and (answer.abstained or tuple(c.source for c in answer.citations) == r.cited))
-    totals.sort()
-    return {"questions": len(items), "p50_ms": statistics.median(totals),
-            "p95_ms": totals[min(len(totals) - 1, round(0.95 * (len(totals) - 1)))],
+    return {"questions": len(items), "p50_ms": statistics.median(totals), "p95_ms": percentile(totals, 0.95),
             "mean_ms": statistics.fmean(totals), "agreement": agree / len(items)}
 
 
 # -- reporting -----------------------------------------------------------------------------------
-def machine() -> dict:
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() else ""
-    mem = next((int(line.split()[1]) for line in Path("/proc/meminfo").read_text().splitlines()
-                if line.startswith("MemTotal")), 0) if Path("/proc/meminfo").exists() else 0
-    versions = {"python": platform.python_version()}
-    for name, module in (("torch", "torch"), ("sentence-transformers", "sentence_transformers"), ("faiss", "faiss"),
-                         ("scipy", "scipy"), ("jieba", "jieba")):
-        try:
-            versions[name] = __import__(module).__version__
-        except (ImportError, AttributeError):
-            versions[name] = "?"
-    import torch
-
-    return {"cpu": cpu, "cores": os.cpu_count(), "ram_gib": round(mem / 2**20, 1), "versions": versions,
-            "threads": f"torch threads {torch.get_num_threads()}, OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}"}
-
-
 def f3(x: float) -> str:
     return f"{x:.3f}"
 
@@ -587,20 +500,6 @@ def render_levers(report: dict) -> list[str]:
     return lines
 
 
-def write_section(text: str, path: Path = BENCHMARKS, start: str = START, end: str = END) -> None:
-    """Replace one benchmark's section of BENCHMARKS.md (or append it); other sections stay."""
-    section = f"{start}\n{text.rstrip()}\n{end}"
-    old = path.read_text("utf-8") if path.exists() else "# Benchmarks\n"
-    if start in old and end in old:
-        head, rest = old.split(start, 1)
-        new = head + section + rest.split(end, 1)[1]
-    else:
-        new = old.rstrip("\n") + "\n\n" + section + "\n"
-    tmp = path.with_suffix(".md.tmp")
-    tmp.write_text(new, "utf-8")
-    os.replace(tmp, path)
-
-
 # -- main ----------------------------------------------------------------------------------------
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
@@ -693,7 +592,7 @@ def main(argv: list[str] | None = None) -> int:
     report = {
         "date": dt.datetime.now(dt.timezone.utc).strftime("%a %b %d %H:%M:%S UTC %Y"),
         "machine": machine(),
-        "command": " ".join(["python bench/cmrc.py", *given]) + ("" if given else "  (make bench-quality)"),
+        "command": " ".join(["python -m bench.cmrc", *given]) + ("" if given else "  (make bench-quality)"),
         "data": f"{path.name} (CMRC 2018 dev)", "contexts": len(contexts), "chunks": len(bench.index.chunks),
         "model": bench.index.model_id,
         "settings": {"chunk_size": settings.chunk_size, "chunk_overlap": settings.chunk_overlap,
@@ -711,7 +610,7 @@ def main(argv: list[str] | None = None) -> int:
     text = render(report)
     print(json.dumps(report, indent=1, ensure_ascii=False) if args.json else text)
     if not args.no_write and not args.limit:
-        write_section(text)
+        write_section(text, BENCHMARKS, START, END)
         log.info("wrote the cmrc section of %s", BENCHMARKS)
     return 0
 

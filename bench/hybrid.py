@@ -14,7 +14,7 @@ abstention. Rows:
 Milvus's hits carry no per-route scores: each hit's cosine (the reader's evidence) is read back from
 the store, and the best cosine comes from a dense search, as ours does.
 
-Usage: ``python bench/hybrid.py [--no-write]``; results go to the ``hybrid`` section of BENCHMARKS.md.
+Usage: ``python -m bench.hybrid [--no-write]``; results go to the ``hybrid`` section of BENCHMARKS.md.
 """
 from __future__ import annotations
 
@@ -29,9 +29,8 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "bench"))
+from bench.common import REPO, machine, write_section
+
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -114,7 +113,6 @@ def main(argv: list[str] | None = None) -> int:
     from assistant.index_store import chunker_id, load_index, read_manifest
     from assistant.pipeline import Assistant, _Serving
     from assistant.retriever import HybridRetriever
-    from cmrc import machine, write_section
 
     t_start = time.monotonic()
     work = Path(tempfile.mkdtemp(prefix="bench-hybrid-"))

@@ -14,7 +14,7 @@
 4. With --e2e N: N of the sampled questions asked end to end over the whole dev corpus (retrieval,
    then the span reader or today's passage reader), scored on what the user is shown.
 
-Usage: python bench/reader.py [--cmrc PATH] [--limit N] [--pairs N] [--e2e N] [--weights FILE]
+Usage: python -m bench.reader [--cmrc PATH] [--limit N] [--pairs N] [--e2e N] [--weights FILE]
 """
 from __future__ import annotations
 
@@ -30,28 +30,15 @@ import time
 from pathlib import Path
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
 
 import numpy as np  # noqa: E402
 
 from assistant.evaluation import answer_scores, roc_auc  # noqa: E402
+from bench.cmrc_data import EN_QUESTIONS, load_dev  # noqa: E402
+from bench.common import REPO  # noqa: E402
 
-EN_QUESTIONS = Path(__file__).resolve().with_name("cmrc_en_questions.jsonl")
 SEED = 7
 _SENTENCE = re.compile(r"[^。！？!?\n]+[。！？!?]?")
-
-
-def load_dev(path: Path) -> tuple[dict[str, str], list[dict]]:
-    data = json.loads(path.read_text("utf-8"))["data"]
-    contexts, questions = {}, []
-    for article in data:
-        for p in article["paragraphs"]:
-            contexts[p["id"]] = p["context"]
-            for qa in p["qas"]:
-                questions.append({"id": qa["id"], "question": qa["question"], "context_id": p["id"],
-                                  "answers": [a["text"] for a in qa["answers"]]})
-    return contexts, questions
 
 
 def sentence_f1(context: str, answers: list[str]) -> float:
@@ -109,8 +96,7 @@ def end_to_end(settings, embedder, weights: Path, contexts: dict[str, str], samp
     """Questions asked over the whole dev corpus (848 paragraphs as documents) through Assistant.ask
     with the span reader: answer EM/F1 of what the user sees (the span when one is shown, else the
     quoted passages; 0 when it abstains), beside today's passage reader on the same questions."""
-    sys.path.insert(0, str(REPO / "bench"))
-    import cmrc
+    from bench import cmrc
     from assistant.reader import DEFAULT_MIN_EVIDENCE, ExtractiveReader
     from assistant.span_reader import SpanReader
 

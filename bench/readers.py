@@ -1,6 +1,6 @@
 """Extractive vs generative reader on the own eval set: quality, grounding, language, latency.
 
-    python bench/readers.py [--reader extractive|llm|both] [--ids q001,q002,...|--every N] [--out FILE.json]
+    python -m bench.readers [--reader extractive|llm|both] [--ids q001,q002,...|--every N] [--out FILE.json]
 
 Each question is asked through ``Assistant.ask_stream`` (as the CLI and UI do) over an index of
 ``corpus/`` built in ``.bench-cache/readers-index``. Besides ``assistant eval``'s metrics it records,
@@ -20,14 +20,13 @@ import time
 from pathlib import Path
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 
 from assistant.config import Settings  # noqa: E402
 from assistant.evaluation import load_questions, score, summarize  # noqa: E402
 from assistant.generative import UNSUPPORTED, check_sentences, parse_markers, split_sentences  # noqa: E402
 from assistant.pipeline import Assistant  # noqa: E402
 from assistant.reader import Response, is_chinese  # noqa: E402
+from bench.common import REPO as ROOT  # noqa: E402
 
 
 class Recorder:

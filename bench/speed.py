@@ -19,7 +19,7 @@ seeded noise, renormalised. Search, lexical and reader cost do not depend on the
 vectors, so latency and memory are measured faithfully; build throughput is measured at the CMRC
 size, where everything is embedded for real. ``--real-variants`` embeds them for real (cached).
 
-Usage: ``python bench/speed.py [--tiers default,cmrc,20k] [--questions N] [--no-write]``.
+Usage: ``python -m bench.speed [--tiers default,cmrc,20k] [--questions N] [--no-write]``.
 Results go to the ``speed`` section of BENCHMARKS.md.
 """
 from __future__ import annotations
@@ -30,18 +30,15 @@ import json
 import logging
 import os
 import random
-import resource
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "bench"))
+from bench.common import REPO, peak_rss_mb, rounded, run_worker, serve_worker, stats
+
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # see assistant/config.py: quiet_openmp
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -50,15 +47,6 @@ START, END = "<!-- speed:start -->", "<!-- speed:end -->"
 VARIANTS = 11
 NEW_DOCUMENT = REPO / "bench" / "new_document.md"
 TARGETS = {"p50_ms": 300, "p95_ms": 800, "cold_s": 15, "rss_gb": 2.5, "build_share": 0.9, "add_overhead_s": 2}
-
-
-def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def percentile(values: list[float], q: float) -> float:
-    values = sorted(values)
-    return values[min(len(values) - 1, round(q * (len(values) - 1)))] if values else float("nan")
 
 
 # -- workers: each runs in a fresh process and prints one RESULT line ------------------------------
@@ -219,28 +207,18 @@ def lc_embeddings():
                                  encode_kwargs={"normalize_embeddings": True, "batch_size": 16})
 
 
-def stats(name: str, values: list[float]) -> dict:
-    return {f"{name}_p50_ms": statistics.median(values), f"{name}_p95_ms": percentile(values, 0.95)}
-
-
 WORKERS = {"build": worker_build, "raw": worker_raw, "ask": worker_ask, "add": worker_add,
            "lc_build": worker_lc_build, "lc_from_vectors": worker_lc_from_vectors, "lc_ask": worker_lc_ask}
 
 
-def run_worker(kind: str, spec: dict, timeout: int = 3600) -> dict:
+def measure(kind: str, spec: dict, timeout: int = 3600) -> dict:
     """Run one worker in a fresh Python process; its result plus the wall time of the whole process."""
     t0 = time.time()
-    proc = subprocess.run([sys.executable, __file__, "--worker", kind], input=json.dumps(spec), text=True,
-                          capture_output=True, timeout=timeout, cwd=REPO)
-    wall = time.time() - t0
-    lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
-    if proc.returncode != 0 or not lines:
-        raise SystemExit(f"worker {kind} failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
-    result = json.loads(lines[-1][len("RESULT "):])
-    result["process_wall_s"] = wall
+    result = run_worker("bench.speed", [kind], spec, timeout, kind)
+    result["process_wall_s"] = time.time() - t0
     if "first_answer_at" in result:
         result["cold_start_s"] = result.pop("first_answer_at") - t0
-    log.info("%s: %s", kind, {k: round(v, 3) if isinstance(v, float) else v for k, v in result.items()})
+    log.info("%s: %s", kind, rounded(result))
     return result
 
 
@@ -272,7 +250,7 @@ def variant_tables(texts: list[str], count: int) -> list[dict[int, str]]:
 
 def write_variants(contexts: dict[str, str], folder: Path, count: int) -> dict[str, tuple[int, dict]]:
     """The CMRC contexts plus ``count`` variants of each; returns variant file name -> (variant, inverse table)."""
-    from cmrc import source_name, write_corpus
+    from bench.cmrc_data import source_name, write_corpus
 
     write_corpus(contexts, folder)
     tables = variant_tables(list(contexts.values()), count)
@@ -349,31 +327,31 @@ def measure_tier(name: str, corpus: Path, work: Path, questions: list[str], cold
     result: dict = {"tier": name}
     ours = index or work / f"{name}-index"
     if build:
-        result["build"] = run_worker("build", {"corpus": str(corpus), "index": str(ours)})
-        result["raw"] = run_worker("raw", {"index": str(ours), "sample": raw_sample})
-    result["ask"] = run_worker("ask", {"index": str(ours), "questions": questions})
+        result["build"] = measure("build", {"corpus": str(corpus), "index": str(ours)})
+        result["raw"] = measure("raw", {"index": str(ours), "sample": raw_sample})
+    result["ask"] = measure("ask", {"index": str(ours), "questions": questions})
     result["cold"] = cold_start(ours, cold_question)
     with tempfile.TemporaryDirectory(dir=work) as tmp:
         shutil.copytree(ours, Path(tmp) / "index")
         shutil.copytree(corpus, Path(tmp) / "corpus", symlinks=False)
-        result["add"] = run_worker("add", {"corpus": str(Path(tmp) / "corpus"), "index": str(Path(tmp) / "index"),
-                                           "document": str(NEW_DOCUMENT)})
+        result["add"] = measure("add", {"corpus": str(Path(tmp) / "corpus"), "index": str(Path(tmp) / "index"),
+                                        "document": str(NEW_DOCUMENT)})
     lc = work / f"{name}-langchain"
     shutil.rmtree(lc, ignore_errors=True)
     from assistant.config import Settings
 
     if lc_build:
-        result["lc_build"] = run_worker("lc_build", {"corpus": str(corpus), "index": str(lc),
-                                                     "chunk_size": Settings.from_env().chunk_size})
+        result["lc_build"] = measure("lc_build", {"corpus": str(corpus), "index": str(lc),
+                                                  "chunk_size": Settings.from_env().chunk_size})
     else:
-        run_worker("lc_from_vectors", {"index": str(ours), "out": str(lc)})
-    result["lc_ask"] = run_worker("lc_ask", {"index": str(lc), "questions": questions})
+        measure("lc_from_vectors", {"index": str(ours), "out": str(lc)})
+    result["lc_ask"] = measure("lc_ask", {"index": str(lc), "questions": questions})
     return result
 
 
 def build_20k(contexts: dict[str, str], work: Path, real_variants: bool) -> tuple[Path, Path, dict]:
     """The ~20k-chunk corpus and its index (vectors cached; see the module docstring)."""
-    from cmrc import CachedEmbedder
+    from bench.cmrc import CachedEmbedder
 
     from assistant.config import Settings
     from assistant.index_store import build_index
@@ -414,10 +392,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
-        print("RESULT " + json.dumps(WORKERS[args.worker](json.loads(sys.stdin.read()))), flush=True)
-        return 0
+        return serve_worker(WORKERS[args.worker])
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S", stream=sys.stderr)
-    from cmrc import load_cmrc, machine, spread
+    from bench.cmrc_data import DEFAULT_CMRC, load_cmrc, spread, write_corpus
+    from bench.common import machine, write_section
 
     from assistant.config import Settings
     from assistant.evaluation import load_questions
@@ -433,15 +411,13 @@ def main(argv: list[str] | None = None) -> int:
         results.append(measure_tier("default", REPO / "corpus", work, spread(own, args.questions), own[0],
                                     None, True, True))
     if "cmrc" in tiers or "20k" in tiers:
-        path = args.cmrc or Path(os.environ.get("CMRC_PATH") or REPO / "../shared/bench/cmrc2018/cmrc2018_dev.json")
+        path = args.cmrc or Path(os.environ.get("CMRC_PATH") or REPO / DEFAULT_CMRC)
         if not path.is_file():
             print(f"error: no CMRC file at {path}: set CMRC_PATH or pass --cmrc", file=sys.stderr)
             return 2
         contexts, items = load_cmrc(path)
         cmrc_questions = [i.question for i in spread(items, args.questions)]
         if "cmrc" in tiers:
-            from cmrc import write_corpus
-
             corpus = work / "corpus-cmrc"
             write_corpus(contexts, corpus)
             results.append(measure_tier("cmrc", corpus, work, cmrc_questions, cmrc_questions[0],
@@ -452,14 +428,12 @@ def main(argv: list[str] | None = None) -> int:
             tier["index_build"] = info
             results.append(tier)
     report = {"date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "machine": machine(),
-              "command": " ".join(["python bench/speed.py", *(sys.argv[1:] if argv is None else argv)]),
+              "command": " ".join(["python -m bench.speed", *(sys.argv[1:] if argv is None else argv)]),
               "questions": args.questions, "tiers": results, "seconds": time.monotonic() - t_start}
     (work / "last-report.json").write_text(json.dumps(report, indent=1), "utf-8")
     text = render(report)
     print(text)
     if not args.no_write and set(tiers) == {"default", "cmrc", "20k"}:
-        from cmrc import write_section
-
         write_section(text, REPO / "BENCHMARKS.md", START, END)
     return 0
 
@@ -517,7 +491,8 @@ def render(report: dict) -> str:
               "*retrieval* = query embedding + hybrid search; *full answer* = "
               "`Assistant.ask`; *cold start* = `python -m assistant ask` as a new process, start to exit "
               "(best of 2; the recipe: process start to its first search result, loading its pickled store); "
-              "*peak RSS* = the asking process's maximum resident set."]
+              "*peak RSS* = the asking process's own maximum resident set (VmHWM from /proc/<pid>/status; not "
+              "`ru_maxrss`, which carries the parent's peak into a child)."]
     return "\n".join(lines)
 
 

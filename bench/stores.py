@@ -1,7 +1,7 @@
 """Vector store benchmark (part of ``make bench``): the FAISS folder (flat, HNSW) beside Milvus.
 
 Two sizes: the 20k-chunk tier of bench/speed.py (its real 768-d vectors, read from the cached index
-``<home>/bench/speed/index-20k``; ``python bench/speed.py --tiers 20k --no-write`` makes it) and 200k
+``<home>/bench/speed/index-20k``; ``python -m bench.speed --tiers 20k --no-write`` makes it) and 200k
 **synthetic random unit vectors** (seeded; no text, no model: the latency and memory curve depends on
 the count and dimension, not on the values, but the HNSW recall on random vectors is a pessimistic
 stand-in for real ones). Queries: 200 stored vectors plus Gaussian noise (cosine about 0.7 to their
@@ -14,7 +14,7 @@ process (``milvus-lite:///...db``), so its engine's memory counts in our RSS; ag
 only the client would. Slow builds (HNSW graphs, the Milvus files) are cached under
 ``<home>/bench/stores``. Results go to the ``stores`` section of BENCHMARKS.md.
 
-Usage: ``python bench/stores.py [--sizes 20k,200k] [--queries N] [--no-write]``.
+Usage: ``python -m bench.stores [--sizes 20k,200k] [--queries N] [--no-write]``.
 """
 from __future__ import annotations
 
@@ -23,16 +23,13 @@ import datetime as dt
 import json
 import logging
 import os
-import resource
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "bench"))
+from bench.common import REPO, peak_rss_mb, percentile, run_worker, serve_worker
+
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -42,15 +39,6 @@ SIZES = {"20k": 0, "200k": 200_000}  # 0: the real 20k tier
 DEPTH, K = 50, 5
 HNSW = {"M": 32, "efConstruction": 80, "ef": 64}
 STORES = ["faiss-flat", "faiss-hnsw", "milvus-flat", "milvus-hnsw"]
-
-
-def peak_rss_mb() -> float:
-    """This process's peak resident set: VmHWM, which (unlike ru_maxrss) starts afresh at exec, so a
-    worker does not inherit the peak of the parent it was forked from."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 # -- data (built once, cached) ---------------------------------------------------------------------
@@ -64,7 +52,7 @@ def vectors_for(size: str, work: Path, home: Path):
 
             folder = home / "bench" / "speed" / "index-20k"
             if not (folder / "manifest.json").exists():
-                raise SystemExit(f"no cached 20k index at {folder}: run `python bench/speed.py --tiers 20k --no-write`")
+                raise SystemExit(f"no cached 20k index at {folder}: run `python -m bench.speed --tiers 20k --no-write`")
             index = load_index(folder)
             matrix = index.vectors.reconstruct_n(0, index.vectors.ntotal)
         else:
@@ -103,8 +91,8 @@ def build_store(store: str, size: str, work: Path, home: Path) -> dict:
     file can be open in one process only); returns build facts (cached too)."""
     facts = work / f"{store}-{size}.json"
     if not facts.exists():
-        facts.write_text(json.dumps(run_worker({"action": "build", "work": str(work), "home": str(home),
-                                                "store": store, "size": size})))
+        facts.write_text(json.dumps(measure({"action": "build", "work": str(work), "home": str(home),
+                                             "store": store, "size": size})))
     return json.loads(facts.read_text())
 
 
@@ -177,20 +165,13 @@ def worker(spec: dict) -> dict:
         times.append((time.perf_counter() - t) * 1000)
         recalls.append(min(K, len(set(ids[:K].tolist()) & set(exact.tolist()) - {-1})) / K)
         firsts.append(len(ids) > 0 and int(ids[0]) in set(nearest.tolist()))
-    times.sort()
-    return {"open_s": open_s, "p50_ms": statistics.median(times), "p95_ms": times[round(0.95 * (len(times) - 1))],
+    return {"open_s": open_s, "p50_ms": statistics.median(times), "p95_ms": percentile(times, 0.95),
             "recall5": statistics.fmean(recalls), "recall1": statistics.fmean(firsts), "rss_mb": peak_rss_mb(),
             "base_rss_mb": base_rss}
 
 
-def run_worker(spec: dict) -> dict:
-    proc = subprocess.run([sys.executable, __file__, "--worker"], input=json.dumps(spec), text=True,
-                          capture_output=True, timeout=3600, cwd=REPO)
-    lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
-    if proc.returncode != 0 or not lines:
-        raise SystemExit(f"worker {spec['store']} {spec['size']} failed (exit {proc.returncode}):\n"
-                         f"{proc.stderr[-3000:]}")
-    result = json.loads(lines[-1][len("RESULT "):])
+def measure(spec: dict) -> dict:
+    result = run_worker("bench.stores", [], spec, 3600, f"{spec['store']} {spec['size']}")
     log.info("%s %s: %s", spec["store"], spec["size"], {k: round(v, 3) for k, v in result.items()})
     return result
 
@@ -221,10 +202,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
-        print("RESULT " + json.dumps(worker(json.loads(sys.stdin.read()))), flush=True)
-        return 0
+        return serve_worker(worker)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S", stream=sys.stderr)
-    from cmrc import machine
+    from bench.common import machine, write_section
 
     from assistant.config import Settings
 
@@ -245,18 +225,16 @@ def main(argv: list[str] | None = None) -> int:
         del matrix
         for store in stores:
             facts = build_store(store, size, work, home)
-            result = run_worker({"work": str(work), "store": store, "size": size, "queries": str(qpath),
+            result = measure({"work": str(work), "store": store, "size": size, "queries": str(qpath),
                                  "truth": str(tpath)})
             rows.append({"store": store, "size": size, **facts, **result})
     report = {"date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "machine": machine(),
-              "command": " ".join(["python bench/stores.py", *(sys.argv[1:] if argv is None else argv)]),
+              "command": " ".join(["python -m bench.stores", *(sys.argv[1:] if argv is None else argv)]),
               "queries": args.queries, "rows": rows, "seconds": time.monotonic() - t_start}
     (work / "last-report.json").write_text(json.dumps(report, indent=1), "utf-8")
     text = render(report)
     print(text)
     if not args.no_write and {r["size"] for r in rows} == set(SIZES):
-        from cmrc import write_section
-
         write_section(text, REPO / "BENCHMARKS.md", START, END)
     return 0
 
@@ -273,8 +251,8 @@ def render(report: dict) -> str:
              "vector tied with the 5th counts as right: the 20k tier holds duplicate vectors). "
              f"HNSW: M={HNSW['M']}, efConstruction={HNSW['efConstruction']}, ef={HNSW['ef']}. Milvus = Milvus "
              "Lite embedded in the process (its engine's memory is in our RSS; a Milvus server would hold it "
-             "instead). Peak RSS = the measuring process's maximum resident set (Python + numpy + faiss "
-             "imports included).", "",
+             "instead). Peak RSS = the measuring process's own maximum resident set (VmHWM; Python + numpy + "
+             "faiss imports included).", "",
              "| store | rows | build (cached) | open | search p50 / p95 | recall@5 | recall@1 | peak RSS |",
              "|---|---|---|---|---|---|---|---|"]
     for r in rows:
