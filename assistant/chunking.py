@@ -7,7 +7,8 @@ lines, or one fenced code block), and blocks are packed into chunks of at most `
 - a heading (``#`` lines, also in mid-line, and whole-line bold numbered items such as
   ``**3. 如何评估…？**``) starts a new chunk, so an interview question stays with its answer and a
   section's code stays with the text that explains it. A heading is its whole line when that is a short
-  title; in mid-line, or on a long line, it is the ``#`` marks and the first word, and the rest is text
+  title that ends, if at all, with its only sentence mark; in mid-line, or on a long line, it is the ``#``
+  marks and the first word, and the rest is text
   (a page flattened to one line: ``简介。 ## 数据 初创公司缺少…。 ## 算力 …``);
 - a block that fits is never split; a longer one is split at sentence ends (``。！？；.!?;``) or
   line ends, and only a sentence longer than ``size`` is cut mid-sentence (at a comma when possible);
@@ -25,13 +26,14 @@ from .types import Chunk, Document
 # The version of what this module outputs (chunk_document's chunks and spans' units). Bump it by hand
 # whenever the same text gives other chunks or units: an index of another version is re-chunked and
 # re-embedded on its next build. tests/test_chunking.py fails on a forgotten bump.
-CHUNKER_VERSION = 2
+CHUNKER_VERSION = 4
 
 DEBRIS = re.compile(r"<\|[A-Za-z_]{1,32}\|>")
 _FENCE = re.compile(r"^[ \t]*(```|~~~)", re.M)
 _BLANK = re.compile(r"\n[ \t\r\u3000]*\n")
 _HEADING = re.compile(r"(?:^|(?<=[。！？.!?）)]))[ \t]*(#{1,6})[ \t]+\S", re.M)  # where one starts; _heading_end
 _HEADING_WORD = re.compile(r"[ \t]*#{1,6}[ \t]+[^\s。]+")
+_COMMA = re.compile(r"[，,；;]")
 _HEADING_CHARS = 200  # a title line up to this long is one heading (never cut, even past a smaller size)
 _SENTENCE_MARK = re.compile(r"[。！？!?]|(?<!\d)\.(?=\s|$)")  # in a title only as its last mark, and not a full stop
 _BOLD_ITEM = re.compile(r"^[ \t]*\*\*(?:\d+(?:\.\d+)*[.、．]|[一二三四五六七八九十]+[、.]|问题|面试题|题目)[^\n]*\*\*[ \t]*$"
@@ -211,8 +213,13 @@ def _heading_end(text: str, a: int, b: int, size: int) -> int:
     end = text.find("\n", a, b)
     end = b if end < 0 else end
     title = text[a:end].rstrip()
-    mark = _SENTENCE_MARK.search(title)
-    if len(title) <= _HEADING_CHARS and (mark is None or (mark.end() == len(title) and title[-1] not in "。.")):
+    core = title.rstrip("*_ \t)）]】」』”’\"'")  # ``### **如何利用渠道优势？**``: the ？ is its last mark
+    mark = _SENTENCE_MARK.search(core)
+    # A title may end with a full stop (``### 1. 实现一个基于 GAN 的人脸生成模型。``) but holds no comma: a
+    # heading word followed by a sentence (``## 数据 初创公司缺少训练数据时，可以…。``) is a page flattened
+    # to one line. Decided on the line alone, as a chunk's text is read again by ``spans``.
+    last = mark is not None and mark.end() == len(core) and (core[-1] not in "。." or not _COMMA.search(core))
+    if len(title) <= _HEADING_CHARS and (mark is None or last):
         return end
     word = _HEADING_WORD.match(text, a, min(end, a + size))
     return word.end() if word else min(end, a + size)

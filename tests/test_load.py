@@ -42,6 +42,7 @@ def check_citations(content: str, corpus: Path) -> list[tuple[str, int, int]]:
     """The (source, start, end) of every source shown; fails if a quote is not the document's text there."""
     shown = []
     for number, source, mark, start, end in _SOURCE.findall(content):
+        mark = re.sub(r'<strong class="answer-span">(.*?)</strong>', r"\1", mark, flags=re.S)  # the span's highlight
         source, quote, start, end = html.unescape(source), html.unescape(mark), int(start), int(end)
         text = (corpus / source).read_text("utf-8")
         assert text[start:end] == quote, f"citation {number} of {source} {start}-{end} is not verbatim"

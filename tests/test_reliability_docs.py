@@ -218,7 +218,8 @@ BIG_CHILD = textwrap.dedent("""
     else:
         from assistant.config import Settings
         from assistant.pipeline import Assistant
-        assistant = Assistant(Settings(corpus=path.parent, index=Path(sys.argv[3]), min_evidence=0.01),
+        assistant = Assistant(Settings(corpus=path.parent, index=Path(sys.argv[3]), min_evidence=0.01,
+                                       max_document_chars=100_000_000),
                               embedder=ConstantEmbedder())
         report = assistant.build()
         answer = assistant.ask("大模型创业公司需要关注什么？")
