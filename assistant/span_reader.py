@@ -70,9 +70,8 @@ class Decision:
     """Whether the passages answer the question, and what the reader model found in them."""
 
     answerable: bool
-    scores: tuple[SpanScore, ...] = ()  # the model's best span per passage read, in retrieval order
+    scores: tuple[SpanScore, ...] = ()  # the model's best span per passage read (none: not needed to decide)
     best: int = 0  # the passage to cite (an index into the hits)
-    threshold: float = 0.0
 
 
 class Answerability:
@@ -113,16 +112,17 @@ class Answerability:
         return score_windows(model, tokenizer, passages.question, [h.chunk.text for h in hits])
 
     def decide(self, passages: Passages) -> Decision:
+        """The decision, reading passages with the model only where it decides (or reranks): strong
+        evidence answers without it, so the generative reader pays nothing for the model there."""
         if passages.missing_terms or not passages.hits or passages.evidence < self.floor:
             return Decision(False)
-        threshold = self.model()[2]
         strong = passages.evidence >= self.min_evidence
-        scores = self.score(passages, self.candidates if self.rerank or not strong else 1)
+        if strong and not self.rerank:
+            return Decision(True)
+        scores = self.score(passages, self.candidates)
         best = max(range(len(scores)), key=lambda k: scores[k].margin)
-        confident = scores[best].margin >= threshold
-        if strong:
-            return Decision(True, tuple(scores), best if confident and self.rerank else 0, threshold)
-        return Decision(confident, tuple(scores), best if confident else 0, threshold)
+        confident = scores[best].margin >= self.model()[2]
+        return Decision(strong or confident, tuple(scores), best if confident else 0)
 
 
 class SpanReader:
@@ -160,7 +160,8 @@ class SpanReader:
         if not decision.answerable:
             return self.abstain(passages)
         best = decision.best
-        hit, found = passages.hits[best], decision.scores[best]
+        scores = decision.scores or tuple(self.gate.score(passages, 1))  # the top passage's span
+        hit, found = passages.hits[best], scores[best]
         # The model chose the passage (reranked, or below the cosine threshold): quote that one alone;
         # else the passages as the default reader quotes them.
         chosen = best != 0 or passages.evidence < self.gate.min_evidence
@@ -169,7 +170,7 @@ class SpanReader:
         if reading.abstained or not reading.citations:
             return self.abstain(passages)
         start, end = _strip(hit.chunk.text, found.start, found.end)
-        if not (found.prob >= self.span_prob and found.margin >= decision.threshold
+        if not (found.prob >= self.span_prob and found.margin >= self.gate.model()[2]
                 and 0 < end - start <= self.span_chars):
             return Reading(reading.text, False, reading.citations, (), passages.evidence)
         # The span leads; the citation of its passage is widened to hold it (or added first).
