@@ -72,6 +72,7 @@ class LoadedIndex:
         if self.keys is not None:
             self._order = np.argsort(self.keys, kind="stable")
             self._sorted = self.keys[self._order]
+        self.sha256 = {d.source: d.sha256 for d in self.info.documents}  # each document's, as indexed
 
     @property
     def model_id(self) -> str:

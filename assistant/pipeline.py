@@ -231,9 +231,7 @@ class Assistant:
         timings = {"retrieve": (t1 - t0) * 1000, "read": (t2 - t1) * 1000, "total": (t2 - t0) * 1000}
         if first is not None:
             timings["first_text"] = (first - t0) * 1000
-        manifest = serving.index.manifest
-        changed = self._sources.changed(manifest.get("corpus", ""),
-                                        {d["source"]: d["sha256"] for d in manifest["documents"]},
+        changed = self._sources.changed(serving.index.info.corpus, serving.index.sha256,
                                         [c.source for c in (*reading.citations, *reading.related)])
         return Answer(question, reading.text, reading.abstained, reading.citations, reading.related,
                       query if query != question else "", timings, reading.span, changed)
