@@ -1,0 +1,80 @@
+"""Calibrate when the span reader leads an answer with its span, on held-out training articles.
+
+The span reader shows the model's span when its probability is at least ``span_prob`` (and its
+margin passes the answerability threshold, and it is at most 60 characters); otherwise the user sees
+the quoted passage alone. This reads the answerable pairs of the articles that ``make train-reader``
+holds out (never the CMRC dev benchmark), and for each candidate ``span_prob`` reports how often a
+span is shown, its F1 when shown, and the answer F1 the user sees: the span's when shown, else that
+of the sentence holding the answer (the passage reader's best case).
+
+Usage: python -m bench.span_gate [--train DIR] [--limit N] [--out FILE]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from bench.common import REPO
+from bench.reader import sentence_f1
+
+CANDIDATES = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8)
+SPAN_CHARS = 60
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--train", default=str(REPO.parent / "shared" / "train"), help="the training data folder")
+    ap.add_argument("--limit", type=int, default=400, help="answerable held-out pairs per language")
+    ap.add_argument("--out", default="", help="also write the result as JSON here")
+    args = ap.parse_args(argv)
+
+    sys.path.insert(0, str(REPO / "scripts"))
+    import train_reader as tr
+    from assistant.config import Settings
+    from assistant.evaluation import answer_scores
+    from assistant.models import resolve_reader_weights
+    from assistant.pipeline import make_embedder
+    from assistant.span_model import score_windows
+    from assistant.span_reader import _strip, load_reader_model
+
+    settings = Settings.from_env()
+    embedder = make_embedder(settings)
+    model, tokenizer, threshold = load_reader_model(embedder, resolve_reader_weights(settings.reader_model))
+    _, held = tr.make_pairs(tr.load_sources(Path(args.train)), random.Random(tr.SEED), 0.0)
+    rng = random.Random(tr.SEED)
+    result: dict = {"threshold": threshold, "span_chars": SPAN_CHARS}
+    t0 = time.time()
+    for lang in ("zh", "en"):
+        pairs = [p for p in held if p["lang"] == lang and p["answer"] is not None]
+        pairs = rng.sample(pairs, min(args.limit, len(pairs)))
+        rows = []
+        for n, pair in enumerate(pairs):
+            (found,) = score_windows(model, tokenizer, pair["question"], [pair["context"]])
+            start, end = _strip(pair["context"], found.start, found.end)
+            f1 = answer_scores(pair["context"][start:end], pair["golds"])[1]
+            fits = found.margin >= threshold and 0 < end - start <= SPAN_CHARS
+            rows.append((found.prob, fits, f1, sentence_f1(pair["context"], pair["golds"])))
+            if (n + 1) % 100 == 0:
+                print(f"{lang}: {n + 1}/{len(pairs)} read, {time.time() - t0:.0f} s", flush=True)
+        prob, fits, f1, fallback = (np.array(c, float) for c in zip(*rows))
+        table = {}
+        for p in CANDIDATES:
+            shown = (prob >= p) & (fits > 0)
+            table[f"{p:.1f}"] = {"shown": float(shown.mean()),
+                                 "span_f1": float(f1[shown].mean()) if shown.any() else None,
+                                 "visible_f1": float(np.where(shown, f1, fallback).mean())}
+            print(lang, f"span_prob {p:.1f}", json.dumps(table[f"{p:.1f}"]), flush=True)
+        result[lang] = {"pairs": len(rows), "sentence_f1": float(fallback.mean()), "by_span_prob": table}
+    if args.out:
+        Path(args.out).write_text(json.dumps(result, indent=1) + "\n", "utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
