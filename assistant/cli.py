@@ -1,4 +1,4 @@
-"""Command line: ``assistant index build|add|status``, ``assistant ask``, ``assistant models``.
+"""Command line: ``assistant index build|add|remove|list|status``, ``assistant ask``, ``assistant models``.
 
 ``main(argv) -> int``; every AssistantError becomes one clear line on stderr and exit code 2.
 """
@@ -9,10 +9,12 @@ import json
 import logging
 import sys
 import time
+import unicodedata
 from pathlib import Path
 
 from .config import READERS, Settings, quiet_openmp
 from .errors import AssistantError, QuestionError
+from .explain import why_text
 from .language import printable
 
 log = logging.getLogger("assistant")
@@ -36,16 +38,31 @@ def _parser() -> argparse.ArgumentParser:
                             "(unchanged documents are not re-embedded)")
     _folders(build)
     build.add_argument("--rebuild", action="store_true", help="re-embed every document")
-    add = isub.add_parser("add", help="copy documents into the corpus folder and update the index")
-    add.add_argument("paths", nargs="+", type=Path, metavar="PATH")
+    add = isub.add_parser("add", help="copy documents into the corpus folder and update the index (an identical "
+                          "file already there is left as it is)")
+    add.add_argument("paths", nargs="+", type=Path, metavar="PATH", help="a .txt, .md, .pdf or .docx file")
+    add.add_argument("--replace", action="store_true", help="replace a document of the same name whose content "
+                     "differs (without it, such a file is refused)")
     _folders(add)
+    remove = isub.add_parser("remove", help="delete documents from the corpus folder and the index (the others "
+                             "are not re-embedded)")
+    remove.add_argument("paths", nargs="+", metavar="PATH", help="a document as `index list` names it, or the path "
+                        "of its file in the corpus folder")
+    _folders(remove)
+    listing = isub.add_parser("list", help="list the indexed documents: title, type, size, date added, passages")
+    _folders(listing, corpus=False)
+    listing.add_argument("--json", action="store_true", help="print the documents as a JSON list")
     status = isub.add_parser("status", help="show what the index holds")
     _folders(status, corpus=False)
     status.add_argument("--json", action="store_true", help="print JSON")
 
     ask = sub.add_parser("ask", help="answer questions with citations ('-' reads one question per line from stdin)")
     ask.add_argument("questions", nargs="+", metavar="QUESTION")
-    ask.add_argument("--json", action="store_true", help="print one JSON object per question per line")
+    ask.add_argument("--json", action="store_true", help="print one JSON object per question per line; each "
+                     "citation has a \"why\" object (what --explain shows)")
+    ask.add_argument("--explain", action="store_true", help="under each source, why it was chosen: its cosine "
+                     "similarity and dense rank, its BM25 score, rank and matched query terms, its fused rank, and the "
+                     "reader model's answerability margin where the model read the passage")
     ask.add_argument("-k", type=int, default=None, help="passages to retrieve (default ASSISTANT_TOP_K or 5)")
     _reader(ask)
     _folders(ask, corpus=False)
@@ -66,6 +83,14 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=None, help="port (default ASSISTANT_PORT or 7860)")
     _reader(serve)
     _folders(serve)
+
+    fb = sub.add_parser("feedback", help="the thumbs up/down given in the chat UI (kept beside the index folder)")
+    fsub = fb.add_subparsers(dest="action", required=True, metavar="ACTION")
+    export = fsub.add_parser("export", help="write every rating with its question, answer, citations and reader "
+                             "(JSON lines; --json: one JSON array)")
+    export.add_argument("--out", type=Path, default=None, help="write to this file (default: standard output)")
+    export.add_argument("--json", action="store_true", help="one JSON array instead of JSON lines")
+    _folders(export, corpus=False)
 
     models = sub.add_parser("models", help="download and verify the built-in models")
     msub = models.add_subparsers(dest="action", required=True, metavar="ACTION")
@@ -106,6 +131,8 @@ def main(argv: list[str] | None = None) -> int:
             return _index(args, settings)
         if args.command == "eval":
             return _eval(args, settings)
+        if args.command == "feedback":
+            return _feedback(args, settings)
         if args.command == "chat":
             return _chat(settings)
         if args.command == "serve":
@@ -152,22 +179,63 @@ def _index(args, settings: Settings) -> int:
             for source, reason in status.skipped:
                 print(f"skipped:   {printable(source)}: {reason}")
         return 0
+    if args.action == "list":
+        return _list(assistant.status().documents, args.json)
+    if args.action == "add":
+        missing = [str(p) for p in args.paths if not p.is_file()]
+        if missing:
+            raise AssistantError(f"not a file: {', '.join(missing)}")
     with _ProgressBar() as progress:
         if sys.stderr.isatty():  # elsewhere stderr holds only the steps' lines below, or the one error line
             print(f"reading {settings.corpus} …", file=sys.stderr, flush=True)
-        if args.action == "add":
-            missing = [str(p) for p in args.paths if not p.is_file()]
-            if missing:
-                raise AssistantError(f"not a file: {', '.join(missing)}")
-            report, refused = assistant.add(args.paths, progress=progress)
+        if args.action == "remove":
+            result = assistant.remove(args.paths, progress=progress)
+        elif args.action == "add":
+            result = assistant.add(args.paths, progress=progress, replace=args.replace)
         else:
-            report, refused = assistant.build(rebuild=args.rebuild, progress=progress), []
+            result = assistant.build(rebuild=args.rebuild, progress=progress)
+    if args.action == "remove":
+        for source in result.removed:
+            print(f"removed {printable(source)}")
+        print(f"{result.documents} documents, {result.chunks} chunks left ({result.seconds:.1f}s)")
+        return 0
+    added = result if args.action == "add" else None
+    report = added.build if added else result
     print(f"{report.documents} documents, {report.chunks} chunks ({report.embedded_chunks} embedded, "
           f"{report.reused_documents} documents reused, {report.removed_documents} removed) in {report.seconds:.1f}s"
           + (" — index unchanged" if report.unchanged else ""))
+    for verb, names in (("added", added.added), ("replaced", added.replaced),
+                        ("already indexed", added.already_indexed)) if added else ():
+        for name in names:
+            print(f"{verb} {printable(name)}")
+    refused = added.refused if added else ()
     for source, reason in [*report.skipped, *refused]:
         print(f"skipped {printable(source)}: {reason}")
-    return 1 if refused and len(refused) == len(getattr(args, "paths", [])) else 0
+    return 1 if refused and len(refused) == len(args.paths) else 0
+
+
+def _list(documents, as_json: bool) -> int:
+    """The documents as a table (or a JSON list): title, type, size, added, passages, and the name to remove."""
+    if as_json:
+        print(json.dumps([d.to_dict() for d in documents], ensure_ascii=False))
+        return 0
+    rows = [("TITLE", "TYPE", "SIZE", "ADDED (UTC)", "PASSAGES", "DOCUMENT")]
+    rows += [(printable(d.title) or "-", d.kind, _size(d.bytes), d.added_at.replace("T", " ")[:16] or "-",
+              str(d.chunks), printable(d.source)) for d in documents]
+    widths = [max(_width(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
+    for row in rows:
+        print("  ".join(cell + " " * (w - _width(cell)) for cell, w in zip(row, widths)) + "  " + row[-1])
+    print(f"{len(documents)} documents, {sum(d.chunks for d in documents)} passages")
+    return 0
+
+
+def _width(text: str) -> int:
+    """Columns ``text`` takes on a terminal: East Asian wide and full-width characters take two."""
+    return sum(2 if unicodedata.east_asian_width(ch) in "WF" else 1 for ch in text)
+
+
+def _size(n: int) -> str:
+    return f"{n / (1 << 20):.1f} MB" if n >= 1 << 20 else f"{n / 1024:.1f} KB" if n >= 1024 else f"{n} B"
 
 
 class _ProgressBar:
@@ -219,7 +287,7 @@ def _ask(args, settings: Settings) -> int:
         try:
             if isinstance(question, QuestionError):  # a line of stdin that is not UTF-8
                 raise question
-            answer = _ask_one(assistant, question, stream=not args.json)
+            answer = _ask_one(assistant, question, stream=not args.json, explain=args.explain)
         except AssistantError as exc:
             if not args.json and len(questions) == 1:
                 raise
@@ -233,7 +301,7 @@ def _ask(args, settings: Settings) -> int:
         if args.json:
             print(json.dumps(answer.to_dict(), ensure_ascii=False), flush=True)
         elif answer is not None:
-            print(_format(answer), flush=True)
+            print(_format(answer, explain=args.explain), flush=True)
     return 2 if failures and failures == len(questions) else 0
 
 
@@ -254,7 +322,7 @@ def _stdin_questions() -> list:
     return out
 
 
-def _ask_one(assistant, question: str, stream: bool):
+def _ask_one(assistant, question: str, stream: bool, explain: bool = False):
     """The Answer; a streaming reader's draft goes to the terminal as it is written, then the checked answer
     with its sources (returns None when it printed them)."""
     response, draft = assistant.ask_stream(question), None
@@ -268,8 +336,29 @@ def _ask_one(assistant, question: str, stream: bool):
     if draft is None or not stream:
         return answer
     print("\n", flush=True)
-    print(_format(answer, checked=True), flush=True)
+    print(_format(answer, checked=True, explain=explain), flush=True)
     return None
+
+
+def _feedback(args, settings: Settings) -> int:
+    from . import feedback
+
+    path = feedback.feedback_path(settings.index)
+    items = feedback.read(path)
+    if args.json:
+        text = json.dumps(items, ensure_ascii=False, indent=1) + "\n"
+    else:
+        text = "".join(json.dumps(item, ensure_ascii=False) + "\n" for item in items)
+    if args.out is None:
+        sys.stdout.write(text)
+    else:
+        try:
+            args.out.write_text(text, "utf-8")
+        except OSError as exc:
+            raise AssistantError(f"cannot write {args.out}: {exc.strerror or exc}") from None
+    print(f"{len(items)} rating{'s' * (len(items) != 1)} from {path}" + (f" written to {args.out}" if args.out else ""),
+          file=sys.stderr)
+    return 0
 
 
 def _eval(args, settings: Settings) -> int:
@@ -316,8 +405,9 @@ def _serve(args, settings: Settings) -> int:
     return 0
 
 
-def _format(answer, checked: bool = False) -> str:
-    """The answer for the terminal; ``checked``: after a streamed draft, the answer as the grounding check left it."""
+def _format(answer, checked: bool = False, explain: bool = False) -> str:
+    """The answer for the terminal; ``checked``: after a streamed draft, the answer as the grounding check left it;
+    ``explain``: each source followed by why it was chosen."""
     if checked:
         lines = ["Checked against the documents" + ("" if answer.abstained else
                  " ([n] = supported by source n; [?] = not found in the passages, not cited):"), "", answer.text, ""]
@@ -337,6 +427,8 @@ def _format(answer, checked: bool = False) -> str:
             quote = f"{quote[:a]}**{quote[a:b]}**{quote[b:]}"
         quote = quote if len(quote) <= 240 else quote[:240] + "…"
         lines.append(f"[{c.n}] {printable(c.source)} {where}, chars {c.start}-{c.end}: {quote}")
+        if explain and c.why is not None:
+            lines.append(f"    why: {why_text(c.why)}")
     for source in answer.changed:
         lines.append(f"warning: {printable(source)} changed since the index was built, so its quotes may not match the file: "
                      "run `assistant index build`")

@@ -63,3 +63,9 @@ def resolve_query(question: str, history: list, limit: int = 2000) -> str:
         return question
     return f"{topic[:room]} {question}"
 
+
+
+def last_question(history: list) -> str:
+    """The latest question asked in the conversation ("" when there is none)."""
+    asked = (message_text(m.get("content")).strip() for m in reversed(history or ()) if m.get("role") == "user")
+    return next(asked, "")

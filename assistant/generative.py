@@ -34,13 +34,12 @@ from typing import Protocol
 import numpy as np
 
 from .chunking import Span, spans
-from .citations import cite
 from .config import Settings
 from .embedding import Embedder
 from .errors import ConfigError, ModelError
 from .models import QWEN_CODER_1_5B, check_ready
 from .language import is_chinese
-from .reader import DEFAULT_MIN_EVIDENCE, ExtractiveReader, Passages, Reading, Response
+from .reader import DEFAULT_MIN_EVIDENCE, ExtractiveReader, Passages, Reading, Response, cite_passage
 from .types import Citation
 
 log = logging.getLogger(__name__)
@@ -267,8 +266,7 @@ def assemble(checked: list[Checked], passages: Passages) -> tuple[str, tuple[Cit
         mine = [c for c in checked if c.passage == rank]
         hit = passages.hits[rank]
         start, end = min(c.unit.start for c in mine), max(c.unit.end for c in mine)
-        citations.append(cite(n, hit.chunk, passages.lines[hit.chunk_id], start, end, max(c.score for c in mine),
-                              passages.pages.get(hit.chunk.source)))
+        citations.append(cite_passage(n, hit, passages, start, end, max(c.score for c in mine)))
     text = "".join(f"{c.sentence.lead}{c.sentence.text} {f'[{numbers[c.passage]}]' if c.supported else UNSUPPORTED}"
                    for c in checked)
     return text.strip(), tuple(citations)
@@ -315,7 +313,8 @@ class GenerativeReader:
         return Response(self._write(passages))
 
     def _write(self, passages: Passages) -> Generator[str, None, Reading]:
-        if not self.answerable(passages):
+        passages, answerable = self.decide(passages)
+        if not answerable:
             return self._extractive.abstain(passages)
         draft = []
         for delta in self.llm.chat(self.messages(passages), self.max_tokens):
@@ -325,9 +324,16 @@ class GenerativeReader:
 
     def answerable(self, passages: Passages) -> bool:
         """The decision before generating: the reader model's (see span_reader), else the cosine threshold."""
-        if self.gate is not None:
-            return self.gate.decide(passages).answerable
-        return passages.evidence >= self.min_evidence and bool(passages.hits) and not passages.missing_terms
+        return self.decide(passages)[1]
+
+    def decide(self, passages: Passages) -> tuple[Passages, bool]:
+        """The passages (with the reader model's margins of those it read, see ``Passages.with_margins``) and
+        the decision before generating."""
+        if self.gate is None:
+            covered = passages.evidence >= self.min_evidence and bool(passages.hits) and not passages.missing_terms
+            return passages, covered
+        decision = self.gate.decide(passages)
+        return passages.with_margins(decision.scores), decision.answerable
 
     def check(self, draft: str, passages: Passages) -> Reading:
         """The grounding check of a finished draft, as a Reading."""

@@ -24,14 +24,15 @@ from .errors import IndexStoreError
 from .index_load import LoadedIndex, UnitVectors, load_index
 from .lexical import SCORING, TOKENIZER, LexicalIndex
 from .manifest import (MANIFEST, Chunking, DocumentRecord, Embedding, Manifest, check_compatible, chunker_id,
-                       part_file)
+                       document_title, part_file)
 from .types import Chunk, Document
 from .vector_store import PersistentStore, store_manifest, write_rows
 
 log = logging.getLogger(__name__)
 
 # (done, total) of the embedding. A progress object that also has ``stage(name, done, total, unit)`` (the CLI's)
-# hears of the other slow steps too: "chunking" (documents) and "indexing words" (chunks, at its start and end).
+# hears of the other slow steps too: "chunking" (documents) and "indexing words" (chunks, at its start and end);
+# ``Assistant.build`` adds "reading" (files, from before the first one is read).
 Progress = Callable[[int, int], None]
 # Before embedding, a warning with the time it will take when that is longer than this; the rate is the built-in
 # model's on 2 CPU cores (BENCHMARKS.md, speed: 6.6 chunks/s in a cold build of 1,640 chunks).
@@ -74,10 +75,10 @@ class DocumentPlan:
             return range(0)
         return range(self.reused_from, self.reused_from + len(self.chunks))
 
-    def record(self) -> DocumentRecord:
+    def record(self, added_at: str = "", size: int = 0) -> DocumentRecord:
         d = self.document
         return DocumentRecord(d.source, d.sha256, self.first_chunk, len(self.chunks), tuple(map(tuple, d.pages)),
-                              len(d.text), d.encoding)
+                              len(d.text), d.encoding, document_title(d.text, d.source), size, added_at)
 
 
 def plan_documents(documents: list[Document], previous: LoadedIndex | None, chunk_size: int,
@@ -137,7 +138,8 @@ def build_index(folder: Path, documents: list[Document], embedder: Embedder, *, 
         if previous is not None and previous.keys is not None and not in_store:
             log.warning("%s does not hold the index's vectors; re-embedding every document", store.name)
             previous = None
-        plans = plan_documents(documents, previous, chunk_size, chunk_overlap, _stage(progress, "chunking", "document"))
+        plans = plan_documents(documents, previous, chunk_size, chunk_overlap,
+                               stage_progress(progress, "chunking", "document"))
         chunks = [c for p in plans for c in p.chunks]
         if not chunks:
             raise _nothing_to_index(skipped)
@@ -146,47 +148,74 @@ def build_index(folder: Path, documents: list[Document], embedder: Embedder, *, 
         old = {d.source for d in previous.info.documents} if previous else set()
         removed = len(old - {d.source for d in documents})
         same_store = in_store or (store is None and previous is not None and previous.keys is None)
+        # Rows of removed and changed documents are deleted; a store that keeps deleted rows is rewritten instead.
+        rewrite = in_store and reused < len(previous.info.documents) and _keeps_deleted_rows(store)
         if previous and not to_embed and not removed and len(documents) == len(old) and same_store:
             # Nothing to write, but files left by a build that was killed are still removed.
             generations.remove_other_generations(folder, previous.info.generation)
             return BuildReport(len(documents), len(chunks), 0, reused, 0, tuple(skipped), time.monotonic() - t0, True)
         _warn_if_slow(plans, len(to_embed))
         embedded, new_units = _embed(embedder, chunks, to_embed, progress, embed_batch)
-        vectors = _vectors(plans, embedded, previous, in_store)
+        vectors = _vectors(plans, embedded, previous, in_store and not rewrite)
         units = _unit_table(plans, new_units, embedder.dimension, previous.units if previous else None)
         tokens = _token_sources(plans, previous)
         lines = _chunk_lines(documents, chunks)
+        now, added = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), _added_at(folder, previous)
+        records = tuple(p.record(added.get((p.document.source, p.document.sha256), now),
+                                 _file_size(corpus, p.document.source)) for p in plans)
         manifest = Manifest(
             embedding=Embedding(embedder.model_id, embedder.dimension, embedder.weights_sha256,
                                 getattr(embedder, "dtype", "")),
-            chunking=Chunking(chunker_id(), chunk_size, chunk_overlap), documents=tuple(p.record() for p in plans),
+            chunking=Chunking(chunker_id(), chunk_size, chunk_overlap), documents=records,
             chunk_count=len(chunks), lexical={"tokenizer": TOKENIZER, "scoring": SCORING},
             vector_store=None if store is None else {"engine": "milvus",
                                                      "collection": getattr(store, "collection", "")},
             corpus=str(corpus.resolve()) if corpus else "", skipped=tuple((s, r) for s, r in skipped),
-            built_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+            built_at=now)
         written = None
         if store is None:
             matrix = np.vstack(vectors).astype(np.float32)
             final, index, lexical = _write_generation(folder, manifest, chunks, lines, matrix, units, tokens, t0,
-                                                      _stage(progress, "indexing words", "chunk"))
+                                                      stage_progress(progress, "indexing words", "chunk"))
             pages = {d.source: [tuple(p) for p in d.pages] for d in documents if d.pages}
             written = LoadedIndex(folder, final.to_json(), chunks, lines, index, lexical, pages, units, info=final)
         else:
             write_rows(store, manifest.to_json(), [c.source for c in chunks], vectors, to_embed,
-                       previous.keys if in_store else None)
+                       previous.keys if in_store and not rewrite else None)
             final, _, _ = _write_generation(folder, manifest, chunks, lines, None, units, tokens, t0,
-                                            _stage(progress, "indexing words", "chunk"))
+                                            stage_progress(progress, "indexing words", "chunk"))
             emb = final.embedding
             store.write_manifest(store_manifest(emb.model_id, emb.weights_sha256, emb.dimension, final.generation))
         return BuildReport(len(documents), len(chunks), len(to_embed), reused, removed, tuple(skipped),
                            time.monotonic() - t0, index=written)
 
 
-def _stage(progress: Progress | None, name: str, unit: str) -> Progress | None:
+def stage_progress(progress: Progress | None, name: str, unit: str) -> Progress | None:
     """A (done, total) callback for the build step ``name``, where ``progress`` reports steps (see Progress)."""
     stage = getattr(progress, "stage", None)
     return None if stage is None else lambda done, total: stage(name, done, total, unit)
+
+
+def _added_at(folder: Path, previous: LoadedIndex | None) -> dict[tuple[str, str], str]:
+    """When each (source, sha256) of the index in ``folder`` was added (also when nothing of it is reused)."""
+    try:
+        info = previous.info if previous is not None else manifest_file.read(folder)[1]
+    except IndexStoreError:
+        return {}
+    return {(d.source, d.sha256): d.added_at or info.built_at for d in info.documents}
+
+
+def _file_size(corpus: Path | None, source: str) -> int:
+    try:
+        return (corpus / source).stat().st_size if corpus else 0
+    except OSError:
+        return 0
+
+
+def _keeps_deleted_rows(store: PersistentStore) -> bool:
+    """Milvus Lite keeps deleted rows in its files until it merges segments (its manual compaction does nothing),
+    so a removed document's source and vectors would stay on disk: a build that deletes rows rewrites it."""
+    return str(getattr(store, "address", "")).endswith(".db")
 
 
 def _warn_if_slow(plans: list[DocumentPlan], to_embed: int) -> None:

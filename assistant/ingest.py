@@ -12,7 +12,7 @@ import os
 import re
 import zipfile
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import docx
 from docx.opc.exceptions import PackageNotFoundError
@@ -84,11 +84,12 @@ def read_document(path: Path, root: Path, max_bytes: int = 50 << 20, max_chars: 
         raise IngestError(f"{source}: {e}") from None
 
 
-def scan_folder(root: Path, max_bytes: int = 50 << 20,
-                max_chars: int | None = None) -> tuple[list[Document], list[tuple[str, str]]]:
+def scan_folder(root: Path, max_bytes: int = 50 << 20, max_chars: int | None = None,
+                progress: Callable[[int, int], None] | None = None) -> tuple[list[Document], list[tuple[str, str]]]:
     """Read every supported file under ``root``; return (documents, [(source, reason skipped)]).
 
-    ``max_chars``: a document with more text is skipped (default ``max_document_chars()``)."""
+    ``max_chars``: a document with more text is skipped (default ``max_document_chars()``).
+    ``progress(done, total)``: files read, before each one and at the end."""
     root = Path(root)
     max_chars = max_chars or max_document_chars()
     if not root.is_dir():
@@ -97,7 +98,10 @@ def scan_folder(root: Path, max_bytes: int = 50 << 20,
     documents: list[Document] = []
     skipped: list[tuple[str, str]] = []
     first_source: dict[str, str] = {}  # sha256 -> source of the first file with that content
-    for path in _walk(root, root, skipped):
+    paths = list(_walk(root, root, skipped))
+    for done, path in enumerate(paths):
+        if progress:
+            progress(done, len(paths))
         source = _source(path, root)
         try:
             if not _is_utf8(source):  # it could not be written to the index, nor shown
@@ -116,6 +120,8 @@ def scan_folder(root: Path, max_bytes: int = 50 << 20,
             continue
         first_source[document.sha256] = source
         documents.append(document)
+    if progress:
+        progress(len(paths), len(paths))
     log.info("read %d documents from %s, skipped %d files", len(documents), root, len(skipped))
     return documents, skipped
 

@@ -148,6 +148,15 @@ class LexicalIndex:
                 return True
         return False
 
+    def matched_terms(self, query: str, chunk_ids: list[int]) -> list[tuple[str, ...]]:
+        """For each chunk, the query's tokens (once each, in query order) that occur in it."""
+        terms = list(dict.fromkeys(t for t in tokenize(query) if t in self._ids))
+        out = []
+        for c in chunk_ids:  # a set of the chunk's few hundred ids: faster here than np.isin
+            held = set(self.chunk_tokens(c).tolist())
+            out.append(tuple(t for t in terms if self._ids[t] in held))
+        return out
+
     def scores(self, query: str) -> np.ndarray:
         """BM25 score of every chunk for ``query`` (a repeated query token counts again, as in bm25s)."""
         rows = [self._ids[t] for t in tokenize(query) if t in self._ids]

@@ -10,6 +10,7 @@ skipped, built_at, build_seconds) are read with defaults.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +28,9 @@ REBUILD = "rebuild it with `assistant index build --rebuild`"
 PARTS = {"vectors": ".faiss", "chunks": ".jsonl", "lexical": "", "units": ""}
 STAGING = ".tmp-"  # prefix of a build's staging folder, ".tmp-<generation>"
 LOCK = ".lock"
+_TITLE_SEARCH = 4000  # characters of a document's start searched for its title
+_HEADING = re.compile(r"^ {0,3}#{1,6}[ \t]+(.*?\S.*?)[ \t#]*$", re.M)
+_LINK = re.compile(r"!?\[([^\]]*)\]\([^)]*\)")  # [text](url) -> text
 
 
 def part_file(part: str, generation: str) -> str:
@@ -80,15 +84,32 @@ class DocumentRecord:
     pages: tuple[tuple[int, int], ...] = ()  # (offset, page number) where a PDF page starts
     chars: int = 0
     encoding: str = ""
+    title: str = ""  # document_title() of its text
+    bytes: int = 0  # the file's size
+    added_at: str = ""  # ISO 8601 UTC: when this content was first indexed under this source
 
     def to_json(self) -> dict:
-        return {"source": self.source, "sha256": self.sha256, "chars": self.chars, "encoding": self.encoding,
+        return {"source": self.source, "sha256": self.sha256, "title": self.title, "bytes": self.bytes,
+                "added_at": self.added_at, "chars": self.chars, "encoding": self.encoding,
                 "first_chunk": self.first_chunk, "chunks": self.chunks, "pages": [list(p) for p in self.pages]}
 
     @classmethod
     def from_json(cls, d: dict) -> DocumentRecord:
+        size = d.get("bytes")
         return cls(d["source"], d["sha256"], d["first_chunk"], d["chunks"], tuple(map(tuple, d.get("pages", []))),
-                   d.get("chars", 0), d.get("encoding", ""))
+                   d.get("chars", 0), d.get("encoding", ""), str(d.get("title") or ""),
+                   size if isinstance(size, int) else 0, str(d.get("added_at") or ""))
+
+
+def document_title(text: str, source: str, limit: int = 80) -> str:
+    """A document's title: its first markdown heading (a .md or .txt file's, near its start), else its first
+    non-empty line; markup and runs of whitespace removed, at most ``limit`` characters."""
+    head = text[:_TITLE_SEARCH]
+    found = _HEADING.search(head) if source.lower().endswith((".md", ".txt")) else None
+    lines = (" ".join(_LINK.sub(r"\1", line).split()).strip("*_`~#>-= ")
+             for line in ([found.group(1)] if found else head.splitlines()))
+    title = next((line for line in lines if line), "")
+    return title if len(title) <= limit else title[:limit - 1].rstrip() + "…"
 
 
 @dataclass(frozen=True)

@@ -3,12 +3,17 @@ from __future__ import annotations
 
 import errno
 import logging
+import os
 import re
 import shutil
 import threading
 import time
-from collections.abc import Callable, Generator
+import uuid
+from collections.abc import Generator, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import cached_property
+from itertools import islice
 from pathlib import Path
 
 from .config import Settings, resolve_dtype
@@ -16,17 +21,21 @@ from .embedding import Embedder, SentenceTransformerEmbedder
 from .errors import AssistantError, IndexStoreError, IngestError, QuestionError
 from .freshness import SourceCheck
 from .manifest import not_a_folder
+from .index_build import Progress, stage_progress
 from .index_store import BuildReport, build_index, check_compatible, load_index, LoadedIndex
 from .ingest import read_document, scan_folder
 from .models import resolve_embedding_model
-from .language import named_terms
+from .language import named_terms, printable
 from .reader import DEFAULT_MIN_EVIDENCE, ExtractiveReader, Passages, Reader, Response
 from .retriever import HybridRetriever
-from .types import Answer, IndexedDocument, IndexStatus
+from .types import Answer, Chunk, IndexedDocument, IndexStatus
 from .vector_store import open_store
 
 log = logging.getLogger(__name__)
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+PREVIEW_CHARS = 200
+DIFFERENT_VERSION = ("a different version of this document is already indexed; to replace it, add it again "
+                     "choosing replace (`assistant index add --replace`)")
 
 
 def make_embedder(settings: Settings, show_progress: bool = False) -> SentenceTransformerEmbedder:
@@ -37,11 +46,41 @@ def make_embedder(settings: Settings, show_progress: bool = False) -> SentenceTr
 
 
 @dataclass(frozen=True)
+class AddReport:
+    """What ``Assistant.add`` did with each file (by name), and the build that followed."""
+
+    added: tuple[str, ...]
+    replaced: tuple[str, ...]  # a different version was in the corpus; replaced on request
+    already_indexed: tuple[str, ...]  # an identical file is already in the corpus
+    refused: tuple[tuple[str, str], ...]  # (name, reason): unreadable, or a different version is indexed
+    build: BuildReport
+
+
+@dataclass(frozen=True)
+class RemoveReport:
+    """What ``Assistant.remove`` deleted, and what the index holds now."""
+
+    removed: tuple[str, ...]  # their sources
+    documents: int
+    chunks: int
+    seconds: float
+
+
+@dataclass(frozen=True)
 class _Serving:
     """One loaded index and its retriever; replaced as a whole when a rebuild completes."""
 
     index: LoadedIndex
     retriever: HybridRetriever
+
+    @cached_property
+    def documents(self) -> tuple[IndexedDocument, ...]:
+        """Its documents as ``Assistant.status()`` lists them (made once per index)."""
+        chunks = self.index.chunks
+        return tuple(IndexedDocument(d.source, d.chars, d.chunks, d.title, Path(d.source).suffix.lower().lstrip("."),
+                                     d.bytes, d.added_at, _preview(islice(chunks, d.first_chunk,
+                                                                          d.first_chunk + d.chunks)))
+                     for d in self.index.info.documents)
 
 
 class Assistant:
@@ -114,16 +153,19 @@ class Assistant:
     def reload(self) -> None:
         self._serving = self._load()
 
-    def build(self, corpus: Path | None = None, rebuild: bool = False,
-              progress: Callable[[int, int], None] | None = None) -> BuildReport:
-        """Index the corpus folder (incrementally); the previous index serves until the new one is complete."""
+    def build(self, corpus: Path | None = None, rebuild: bool = False, progress: Progress | None = None) -> BuildReport:
+        """Index the corpus folder (incrementally); the previous index serves until the new one is complete.
+
+        ``progress``: (done, total) of the embedding; its ``stage(name, done, total, unit)``, when it has one,
+        hears "reading" (files, from before the first) and the build's other steps (``index_build.Progress``)."""
         corpus = corpus or self.settings.corpus
         if not corpus.is_dir():
             raise AssistantError(f"corpus folder {corpus} does not exist")
         index = self.settings.index
         if index.exists() and not index.is_dir():
             raise IndexStoreError(not_a_folder(index))
-        documents, skipped = scan_folder(corpus, self.settings.max_file_mb << 20, self.settings.max_document_chars)
+        documents, skipped = scan_folder(corpus, self.settings.max_file_mb << 20, self.settings.max_document_chars,
+                                         stage_progress(progress, "reading", "file"))
         try:
             report = build_index(index, documents, self.embedder, chunk_size=self.settings.chunk_size,
                                  chunk_overlap=self.settings.chunk_overlap, skipped=skipped, corpus=corpus,
@@ -144,16 +186,20 @@ class Assistant:
             self.reload()
         return report
 
-    def add(self, paths: list[Path], corpus: Path | None = None,
-            progress: Callable[[int, int], None] | None = None) -> tuple[BuildReport, list[tuple[str, str]]]:
+    def add(self, paths: list[Path], corpus: Path | None = None, progress: Progress | None = None,
+            replace: bool = False) -> AddReport:
         """Copy readable documents into the corpus folder, then update the index.
 
         Each file is read first (which checks its type, ``ingest.check_supported``); one that cannot be
-        read is reported and not copied, so a bad file never reaches the corpus. Returns the build report
-        and the (file, reason) pairs refused.
-        """
+        read is refused and not copied, so a bad file never reaches the corpus. A file identical to the
+        corpus file of its name is already indexed; a different one of that name is refused unless
+        ``replace``, when the old file is kept aside until the new index is written (and put back if
+        the build fails)."""
         corpus = corpus or self.settings.corpus
         corpus.mkdir(parents=True, exist_ok=True)
+        new: list[Path] = []
+        replaced: list[Path] = []
+        same: list[str] = []
         refused: list[tuple[str, str]] = []
         for path in paths:
             try:
@@ -162,22 +208,52 @@ class Assistant:
                 refused.append((path.name, str(exc).removeprefix(f"{path.name}: ")))
                 continue
             target = corpus / path.name
-            if target.exists() and target.read_bytes() != path.read_bytes():
-                refused.append((path.name, f"a different file of that name is already in {corpus}"))
-                continue
-            if not target.exists():
-                shutil.copyfile(path, target)
-        return self.build(corpus, progress=progress), refused
+            if any(p.name == path.name for p in (*new, *replaced)):
+                refused.append((path.name, "another file of this name is being added"))
+            elif not target.exists():
+                new.append(path)
+            elif target.read_bytes() == path.read_bytes():
+                same.append(path.name)
+            elif replace:
+                replaced.append(path)
+            else:
+                refused.append((path.name, DIFFERENT_VERSION))
+        with _corpus_change(corpus, remove=[p.name for p in replaced], add=[*new, *replaced]):
+            report = self.build(corpus, progress=progress)
+        return AddReport(tuple(p.name for p in new), tuple(p.name for p in replaced), tuple(same), tuple(refused),
+                         report)
+
+    def remove(self, sources: list[str | Path], corpus: Path | None = None,
+               progress: Progress | None = None) -> RemoveReport:
+        """Delete documents from the corpus folder and the index; the other documents' vectors are reused.
+
+        ``sources``: document names as the index knows them (``IndexedDocument.source``), or paths of files
+        in the corpus folder. An unknown one is an AssistantError naming it, and nothing changes. The files
+        are kept aside until the new index is written, and put back if the build fails (the previous index
+        still serves)."""
+        t0 = time.monotonic()
+        corpus = corpus or self.settings.corpus
+        indexed = {d.source for d in self.status().documents}
+        named = {str(s): _source_in(s, corpus, indexed) for s in sources}
+        unknown = [given for given, source in named.items() if source is None]
+        if unknown:
+            raise AssistantError(f"not in the index: {', '.join(map(printable, unknown))} (`assistant index list` "
+                                 "shows its documents)")
+        removed = tuple(dict.fromkeys(named.values()))
+        if len(removed) == len(indexed):
+            raise AssistantError("an index needs at least one document: add another before removing the last")
+        with _corpus_change(corpus, remove=removed):
+            report = self.build(corpus, progress=progress)
+        return RemoveReport(removed, report.documents, report.chunks, time.monotonic() - t0)
 
     def status(self) -> IndexStatus:
         """What the serving index holds (loading it first); NoIndexError when there is none yet, another
         IndexStoreError when it cannot be used."""
-        index = self._current().index
-        m = index.info
-        return IndexStatus(index=index.folder, vector_store=index.store.name, corpus=m.corpus,
+        serving = self._current()
+        m = serving.index.info
+        return IndexStatus(index=serving.index.folder, vector_store=serving.index.store.name, corpus=m.corpus,
                            embedding_model=m.embedding.model_id, built_at=m.built_at, chunks=m.chunk_count,
-                           documents=tuple(IndexedDocument(d.source, d.chars, d.chunks) for d in m.documents),
-                           skipped=m.skipped)
+                           documents=serving.documents, skipped=m.skipped)
 
     # -- questions ---------------------------------------------------------------------------------
     def clean_question(self, question: str) -> str:
@@ -237,4 +313,58 @@ class Assistant:
                       query if query != question else "", timings, reading.span, changed)
 
 
-__all__ = ["Assistant", "make_embedder", "IndexStoreError"]
+def _preview(chunks: Iterator[Chunk], limit: int = PREVIEW_CHARS) -> str:
+    """The start of a document's text, from its first chunks (in order), whitespace collapsed."""
+    text, end = "", 0
+    for c in chunks:
+        text = " ".join(f"{text} {c.text[max(0, end - c.start):]}".split())  # overlapping chunks: the rest only
+        end = c.end
+        if len(text) > limit:
+            return text[:limit - 1].rstrip() + "…"
+    return text
+
+
+def _source_in(name: str | Path, corpus: Path, indexed: set[str]) -> str | None:
+    """The indexed source that ``name`` means: a source itself, or the path of its file (inside ``corpus``)."""
+    if str(name) in indexed:
+        return str(name)
+    path = Path(name)
+    try:  # the folders resolved (a symlinked corpus, ".."), not the file: it may be a link
+        source = (path.parent.resolve() / path.name).relative_to(corpus.resolve()).as_posix()
+    except ValueError:
+        return None
+    return source if source in indexed else None
+
+
+@contextmanager
+def _corpus_change(corpus: Path, remove: Sequence[str] = (), add: Sequence[Path] = ()) -> Iterator[None]:
+    """The corpus folder without the files of ``remove`` (sources) and with copies of ``add`` while the body
+    (a build) runs. The removed files wait in a hidden folder of the corpus (the same filesystem; the scan
+    skips hidden names) and are deleted when the body succeeds; when it fails, the copies are deleted and the
+    files put back, so the folder is as it was and nothing is lost."""
+    aside = corpus / f".assistant-removing-{uuid.uuid4().hex[:8]}"
+    moved: list[str] = []
+    copied: list[Path] = []
+    try:
+        for source in remove:
+            if (corpus / source).exists() or (corpus / source).is_symlink():
+                (aside / source).parent.mkdir(parents=True, exist_ok=True)
+                os.rename(corpus / source, aside / source)
+                moved.append(source)
+        for path in add:
+            copied.append(corpus / path.name)
+            shutil.copyfile(path, corpus / path.name)
+        yield
+    except BaseException:
+        for path in copied:
+            path.unlink(missing_ok=True)
+        for source in moved:
+            os.rename(aside / source, corpus / source)
+        shutil.rmtree(aside, ignore_errors=True)  # empty now (a failed rename above leaves it, and its files)
+        raise
+    shutil.rmtree(aside, ignore_errors=True)
+    if aside.exists():
+        log.warning("could not delete %s (the files removed from the corpus)", aside)
+
+
+__all__ = ["AddReport", "Assistant", "RemoveReport", "make_embedder", "IndexStoreError"]

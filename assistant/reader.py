@@ -13,9 +13,9 @@ not write text gives none before the whole.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Generator, Iterator
-from dataclasses import dataclass
-from typing import Generic, Protocol, TypeVar
+from collections.abc import Callable, Generator, Iterator, Sequence
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Generic, Protocol, TypeVar
 
 import numpy as np
 
@@ -24,6 +24,9 @@ from .citations import cite
 from .embedding import Embedder
 from .language import is_chinese, named_terms, not_covered  # noqa: F401  (is_chinese, named_terms: re-exported)
 from .types import Citation, Hit
+
+if TYPE_CHECKING:
+    from .span_model import SpanScore
 
 # Calibrated on tests/data/eval.jsonl: the best passage's cosine similarity to the question, below
 # which the documents are taken not to cover it (see README, "Abstention").
@@ -56,6 +59,12 @@ class Passages:
     pages: dict[str, list[tuple[int, int]]]
     units: UnitLookup | None = None  # unit vectors computed at build time, if the index has them
     missing_terms: tuple[str, ...] = ()  # names in the question that no document contains (see named_terms)
+    # chunk id -> the reader model's answerability margin, for the passages it read (see span_reader)
+    answerability: dict[int, float] = field(default_factory=dict)
+
+    def with_margins(self, scores: Sequence[SpanScore]) -> Passages:
+        """These passages with the reader model's margins of the first ``len(scores)`` hits (they explain citations)."""
+        return replace(self, answerability={h.chunk_id: s.margin for h, s in zip(self.hits, scores)})
 
 
 class UnitLookup(Protocol):
@@ -125,6 +134,12 @@ class Reader(Protocol):
     def stream(self, passages: Passages) -> Response[Reading]: ...
 
 
+def cite_passage(n: int, hit: Hit, passages: Passages, start: int, end: int, score: float) -> Citation:
+    """A citation of ``hit.chunk.text[start:end]`` that says why the passage was chosen (``Citation.why``)."""
+    return replace(cite(n, hit.chunk, passages.lines[hit.chunk_id], start, end, score,
+                        passages.pages.get(hit.chunk.source)), why=hit.why(passages.answerability.get(hit.chunk_id)))
+
+
 def is_question_like(text: str) -> bool:
     """A line that poses a question, or a bare label such as ``**答案：**``: never an answer by itself."""
     return bool(_QUESTION_LABEL.match(text) or _QUESTION_END.search(text) or _LABEL_ONLY.match(text))
@@ -178,8 +193,7 @@ class ExtractiveReader:
             if window is None:
                 continue
             start, end = window
-            citations.append(cite(len(citations) + 1, hit.chunk, passages.lines[hit.chunk_id], start, end,
-                                  score, passages.pages.get(hit.chunk.source)))
+            citations.append(cite_passage(len(citations) + 1, hit, passages, start, end, score))
             used.add(hit_rank)
         text = "\n\n".join(f"{c.quote} [{c.n}]" for c in citations)
         return Reading(text, False, tuple(citations), (), evidence)
@@ -252,8 +266,7 @@ class ExtractiveReader:
                 if s.end - body[0].start > chars:
                     break
                 end = s.end
-            related.append(cite(len(related) + 1, hit.chunk, passages.lines[hit.chunk_id], body[0].start, end,
-                                hit.dense_score, passages.pages.get(hit.chunk.source)))
+            related.append(cite_passage(len(related) + 1, hit, passages, body[0].start, end, hit.dense_score))
         return tuple(related)
 
 

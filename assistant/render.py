@@ -1,20 +1,25 @@
 """What the chat page shows, as HTML inside markdown: answers with their sources, notes, errors, reports.
 
 Pure functions of the answer and the document text; nothing here imports Gradio. The answer's text is
-markdown, its sources are HTML ``<details>`` blocks with the cited span highlighted in its context.
+markdown, its sources are HTML ``<details>`` blocks with the cited span highlighted in its context (the
+passage's own markdown rendered there too, by ``markdown_html``). ``anchor`` names a message's sources,
+so that its ``[n]`` markers link to them (``#{anchor}-{n}``).
 """
 from __future__ import annotations
 
 import html
 import re
 from collections.abc import Callable
+from itertools import groupby
 
-from .language import printable
+from .language import is_chinese, printable
 from .generative import UNSUPPORTED
 from .types import Answer, Citation
 
 CONTEXT_CHARS = 120  # document text shown around a cited span
 PENDING = '<span class="pending">Searching the documents…</span>'
+LOADING_MODELS = ('<span class="pending">Loading the models… (once, after the app starts): your question is '
+                  "answered as soon as they are ready.</span>")
 
 
 # -- rendering an answer: markdown body, then the sources as HTML <details> -------------------------------
@@ -35,20 +40,105 @@ def _fix_code(segment: str) -> str:
     return segment
 
 
-def answer_markdown(text: str, numbers: set[int] | None = None) -> str:
-    """The answer text as markdown: each ``[n]`` marker (of ``numbers``) styled, after its code-safe segment."""
+def cite_html(n: int | str, anchor: str = "") -> str:
+    """The ``[n]`` marker, as a link to source n of the message ``anchor`` names (when it names one)."""
+    marker = f'<span class="cite">[{n}]</span>'
+    return f'<a class="cite-link" href="#{anchor}-{n}">{marker}</a>' if anchor else marker
+
+
+def answer_markdown(text: str, numbers: set[int] | None = None, anchor: str = "") -> str:
+    """The answer text as markdown: each quoted segment (before an ``[n]`` marker of ``numbers``) code-safe, its
+    wrapped lines joined, in a block of its own (two passages' lists stay two lists), then its marker."""
     parts, last = [], 0
     for m in _MARKER.finditer(text):
         if numbers is not None and int(m.group(1)) not in numbers:
             continue
-        segment = _fix_code(text[last:m.start()].strip("\n"))
+        segment = join_lines(_fix_code(text[last:m.start()].strip("\n")))
         glue = "\n\n" if segment.rstrip().endswith(_FENCE) else " "
-        parts.append(f'{segment}{glue}<span class="cite">[{m.group(1)}]</span>')
+        parts.append(f'<div class="quoted">\n\n{segment}{glue}{cite_html(m.group(1), anchor)}\n\n</div>')
         last = m.end()
     rest = text[last:].strip("\n")
     if rest:
-        parts.append(_fix_code(rest))
+        parts.append(join_lines(_fix_code(rest)))
     return "\n\n".join(parts)
+
+
+# Lines that start a block of their own (or end a paragraph), and lines after which a line break is kept.
+_BLOCK_LINE = re.compile(r"[ \t]*(?:$|[-*+][ \t]|\d{1,9}[.)][ \t]|[#>|<]|```|~~~|(?:[-=*_][ \t]*){3,}$)|    |\t")
+_KEEP_BREAK = re.compile(r"[ \t]*(?:[#|<]|```|~~~)|    |\t|.*(?:  |\\)$")
+_WIDE = re.compile(r"[\u2e80-\u9fff\u3000-\u303f\uff00-\uffef]")  # CJK characters and punctuation
+
+
+def join_lines(text: str) -> str:
+    """Markdown with each paragraph's lines joined where the file only wrapped them (no space between Chinese
+    characters, one elsewhere); lists, headings, tables, quotes, code and hard breaks keep their lines."""
+    lines: list[str] = []
+    fenced = False
+    for line in text.split("\n"):
+        previous = lines[-1].rstrip() if lines else ""
+        if previous and not fenced and not _BLOCK_LINE.match(line) and not _KEEP_BREAK.match(lines[-1]):
+            line = line.lstrip()
+            glue = "" if _WIDE.match(previous[-1]) or _WIDE.match(line[0]) else " "
+            lines[-1] = previous + glue + line
+        else:
+            lines.append(line)
+        if line.lstrip().startswith((_FENCE, "~~~")):
+            fenced = not fenced
+    return "\n".join(lines)
+
+
+# -- a passage's markdown, rendered around exact highlights -----------------------------------------------
+_HEADING = re.compile(r"^(…?)[ \t]{0,3}#{1,6}[ \t]+", re.M)  # after the "…" of a cut-off passage too
+_BULLET = re.compile(r"^[ \t]*([-*+])[ \t]", re.M)
+_INLINE = (("code", re.compile(r"`([^`\n]+)`")),
+           ("b", re.compile(r"\*\*(?=\S)([^\n]+?)(?<=\S)\*\*|__(?=\S)([^\n]+?)(?<=\S)__")),
+           ("i", re.compile(r"(?<![*\w])\*(?=[^\s*])([^*\n]+?)(?<=\S)\*(?![*\w])")))
+_TAGS = {"mark": ("<mark>", "</mark>"), "span": ('<strong class="answer-span">', "</strong>"),
+         "h": ('<strong class="heading">', "</strong>"), "b": ("<strong>", "</strong>"), "i": ("<em>", "</em>"),
+         "code": ("<code>", "</code>")}
+
+
+def markdown_html(text: str, marked: tuple[tuple[int, int, str], ...] = ()) -> str:
+    """``text`` as HTML for a pre-wrapped passage: its headings, bold, italics, code and bullets rendered and their
+    markup dropped, every other character kept in place; each (start, end, style) of ``marked`` ("mark" or "span")
+    wraps exactly those characters of ``text``."""
+    chars, styles, drop = list(text), [set() for _ in text], [False] * len(text)
+    for start, end, style in marked:
+        for i in range(start, end):
+            styles[i].add(style)
+    for m in _HEADING.finditer(text):
+        end = text.find("\n", m.end()) % (len(text) + 1)  # the line's end (no newline: the text's end)
+        drop[m.end(1):m.end()] = [True] * (m.end() - m.end(1))
+        for i in range(m.end(), end):
+            styles[i].add("h")
+    for m in _BULLET.finditer(text):
+        chars[m.start(1)] = "•"
+    for style, pattern in _INLINE:
+        for m in pattern.finditer(text):
+            inner = next(g for g in range(1, len(m.groups()) + 1) if m.group(g) is not None)
+            if any(drop[m.start():m.end()]) or any("code" in s for s in styles[m.start():m.end()]):
+                continue
+            for i in range(m.start(), m.end()):
+                drop[i] = not m.start(inner) <= i < m.end(inner)
+                styles[i].add(style)
+    return _nested([(chars[i], styles[i]) for i in range(len(text)) if not drop[i]])
+
+
+def _nested(chars: list[tuple[str, set[str]]], level: int = 0) -> str:
+    """Runs of characters in their tags, always nested in the same order (so they never overlap)."""
+    if level == len(_TAGS):
+        return _html_text("".join(c for c, _ in chars))
+    style = list(_TAGS)[level]
+    parts = []
+    for inside, run in groupby(chars, key=lambda c: style in c[1]):
+        inner = _nested(list(run), level + 1)
+        parts.append(f"{_TAGS[style][0]}{inner}{_TAGS[style][1]}" if inside else inner)
+    return "".join(parts)
+
+
+def plain_text(text: str) -> str:
+    """Markdown as plain text on one line: headings' marks, bold, italics and code marks dropped."""
+    return re.sub(r"\s+", " ", re.sub(r"\*\*|__|`", "", _HEADING.sub(r"\1", text))).strip()
 
 
 def _where(c: Citation) -> str:
@@ -60,17 +150,9 @@ def _html_text(text: str) -> str:
     return html.escape(text).replace("\n", "&#10;")
 
 
-def _marked(c: Citation, span: Citation | None) -> str:
-    """The cited quote, with the exact answer span inside it marked as well."""
-    if span is None or span.source != c.source or not (c.start <= span.start and span.end <= c.end):
-        return f"<mark>{_html_text(c.quote)}</mark>"
-    a, b = span.start - c.start, span.end - c.start
-    return (f'<mark>{_html_text(c.quote[:a])}<strong class="answer-span">{_html_text(c.quote[a:b])}</strong>'
-            f'{_html_text(c.quote[b:])}</mark>')
-
-
-def _passage(c: Citation, document_text: str | None, span: Citation | None = None) -> str:
-    """The cited span highlighted, with some of the document around it when the document can be read."""
+def _passage(c: Citation, document_text: str | None, span: Citation | None = None, anchor: str = "") -> str:
+    """The cited span highlighted (the exact answer span inside it too), with some of the document around it when
+    the document can be read; its markdown rendered."""
     before = after = ""
     if document_text is not None and document_text[c.start:c.end] == c.quote:
         before = document_text[max(0, c.start - CONTEXT_CHARS):c.start]
@@ -81,25 +163,34 @@ def _passage(c: Citation, document_text: str | None, span: Citation | None = Non
             after = after[:after.rindex("\n")]
         before = ("…" if c.start - len(before) > 0 and before else "") + before.lstrip("\n")
         after = after.rstrip() + ("…" if after.strip() and c.end + len(after) < len(document_text) else "")
-    return f'<div class="passage">{_html_text(before)}{_marked(c, span)}{_html_text(after)}</div>'
+    at = len(before)
+    marked = [(at, at + len(c.quote), "mark")]
+    if span is not None and span.source == c.source and c.start <= span.start and span.end <= c.end:
+        marked.append((at + span.start - c.start, at + span.end - c.start, "span"))
+    ident = f' id="{anchor}-{c.n}"' if anchor else ""
+    return f'<div class="passage"{ident}>{markdown_html(before + c.quote + after, tuple(marked))}</div>'
 
 
-def _source_item(c: Citation, document_text: str | None, label: str, span: Citation | None = None) -> str:
-    snippet = re.sub(r"\s+", " ", c.quote).strip()
+def _source_item(c: Citation, document_text: str | None, label: str, span: Citation | None = None,
+                 anchor: str = "") -> str:
+    snippet = plain_text(c.quote)
     snippet = snippet if len(snippet) <= 48 else snippet[:48] + "…"
     return (f'<details class="source"><summary><span class="num">{label}</span>'
             f'<span class="doc">{html.escape(printable(c.source))}</span><span class="where">{_where(c)}</span>'
             f'<span class="snippet">{html.escape(snippet)}</span></summary>'
-            f'{_passage(c, document_text, span)}'
+            f'{_passage(c, document_text, span, anchor)}'
             f'<div class="span-info">{html.escape(printable(c.source))} · characters {c.start}–{c.end}</div></details>')
 
 
 def render_answer(answer: Answer, read_text: Callable[[str], str | None] = lambda source: None,
-                  upto: int | None = None, body: Callable[[str, set[int]], str] = answer_markdown) -> str:
-    """One chat message: what was searched for, the answer (or the "not covered" note), then its sources.
+                  upto: int | None = None, body: Callable[[str, set[int], str], str] = answer_markdown,
+                  anchor: str = "", notes: str = "") -> str:
+    """One chat message: what was searched for, the answer (or the "not covered" note), its sources, and a button
+    that copies it all as text.
 
     ``upto`` renders only the first characters of the answer, without sources (for streaming); ``body``
-    renders the answer text (the LLM reader's text has markers inside paragraphs).
+    renders the answer text (the LLM reader's text has markers inside paragraphs); ``anchor`` (unique in the
+    chat) links the ``[n]`` markers to the sources; ``notes`` (HTML) go under the sources.
     """
     parts = []
     if answer.query and answer.query != answer.question:
@@ -111,15 +202,53 @@ def render_answer(answer: Answer, read_text: Callable[[str], str | None] = lambd
             items = "".join(_source_item(c, read_text(c.source), "·") for c in answer.related)
             parts.append(f'<div class="sources related"><div class="sources-title">Related reading</div>{items}</div>')
         parts += [changed_html(answer)] if answer.changed else []
+        return "\n\n".join(filter(None, [*parts, notes, copy_html(answer)]))
+    parts.append(body(answer.text if upto is None else answer.text[:upto], {c.n for c in answer.citations}, anchor))
+    if upto is not None:
         return "\n\n".join(parts)
-    parts.append(body(answer.text if upto is None else answer.text[:upto], {c.n for c in answer.citations}))
-    if upto is None and answer.citations:
+    if answer.citations:
         items = "".join(_source_item(c, read_text(c.source), str(c.n),
-                                     answer.span if answer.span is not None and c.n == answer.span.n else None)
-                        for c in answer.citations)
+                                     answer.span if answer.span is not None and c.n == answer.span.n else None,
+                                     anchor) for c in answer.citations)
         parts.append(f'<div class="sources"><div class="sources-title">Sources</div>{items}</div>')
-    parts += [changed_html(answer)] if answer.changed and upto is None else []
-    return "\n\n".join(parts)
+    parts += [changed_html(answer)] if answer.changed else []
+    return "\n\n".join(filter(None, [*parts, notes, copy_html(answer)]))
+
+
+def answer_text(answer: Answer) -> str:
+    """The answer as plain text, to copy: its text with the [n] markers, then each source and its quote."""
+    text = join_lines(answer.text.replace(UNSUPPORTED, "(not in the documents)"))
+    lines = [re.sub(r"\*\*|__|`", "", _HEADING.sub(r"\1", text)).strip()]
+    listed = answer.citations or answer.related
+    if listed:
+        lines += ["", "Sources:" if answer.citations else "Related reading:"]
+        lines += [f"[{c.n}] {printable(c.source)}, {_where(c)}: {plain_text(c.quote)}" for c in listed]
+    return "\n".join(lines)
+
+
+def copy_html(answer: Answer) -> str:
+    """A button that copies the answer and its sources as plain text (assistant/ui.py's page script copies it)."""
+    text = html.escape(answer_text(answer), quote=True).replace("\n", "&#10;")
+    return (f'<div class="answer-tools"><button class="copy-answer" value="{text}" '
+            'title="Copy the answer and its sources as plain text">Copy</button></div>')
+
+
+LANGUAGE_NOTE = ("<div class='reader-note language-note'>The quotes are in the documents' language (Chinese). For "
+                 "an answer written in English, press <em>Ask again with the LLM</em> under the chat.</div>")
+
+
+def language_note(answer: Answer) -> str:
+    """LANGUAGE_NOTE for an English question answered with Chinese quotes (a quoting reader does not translate)."""
+    quoted = "".join(c.quote for c in answer.citations)
+    return LANGUAGE_NOTE if not answer.abstained and not is_chinese(answer.question) and is_chinese(quoted) else ""
+
+
+_PENDING_BLOCK = re.compile(r'<(span|div) class="pending">.*?</\1>', re.S)
+
+
+def stopped_html(content: str) -> str:
+    """A message whose answer was stopped: what was written of it, without its "Writing…" line, and a note."""
+    return _PENDING_BLOCK.sub("", content) + "<div class='reader-note'>Stopped: this answer was not finished.</div>"
 
 
 def changed_html(answer: Answer) -> str:
@@ -156,9 +285,10 @@ def draft_html(draft: str) -> str:
             '<div class="pending">Writing… each sentence is checked against the documents when it is done.</div>')
 
 
-def checked_markdown(text: str, numbers: set[int] | None = None) -> str:
-    """A checked LLM answer as markdown: [n] markers styled as citations, [?] as a visible "not in the documents"."""
-    text = _CITE.sub(lambda m: f'<span class="cite">[{m.group(1)}]</span>'
+def checked_markdown(text: str, numbers: set[int] | None = None, anchor: str = "") -> str:
+    """A checked LLM answer as markdown: [n] markers styled as citations (links to the sources, with ``anchor``),
+    [?] as a visible "not in the documents"."""
+    text = _CITE.sub(lambda m: cite_html(m.group(1), anchor)
                      if numbers is None or int(m.group(1)) in numbers else m.group(0), text)
     text = text.replace(UNSUPPORTED, '<span class="unsupported" title="Not found in the passages: not cited">'
                                      'not in the documents</span>')

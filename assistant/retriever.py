@@ -75,7 +75,9 @@ class HybridRetriever:
             dense.update({i: (None, float(s)) for i, s in zip(missing, extra)})
         fused = self._fuse(dense, lexical, bm25)
         best = sorted(fused, key=lambda i: (-fused[i], i))[:k]
-        hits = [Hit(i, chunks[i], fused[i], dense[i][1], dense[i][0], lexical.get(i)) for i in best]
+        terms = self.index.lexical.matched_terms(query, best)  # for the returned hits only: cheap
+        hits = [Hit(i, chunks[i], fused[i], dense[i][1], dense[i][0], lexical.get(i), float(bm25[i]), terms[r], r + 1)
+                for r, i in enumerate(best)]
         return Retrieval(hits, pairs[0][1])
 
     # The fusions: each dense candidate's fused score, from {chunk id: (dense rank or None, cosine)},

@@ -192,14 +192,14 @@ def best_span(start: np.ndarray, end: np.ndarray, first: int, count: int, max_an
     return bi, bj, float(total[bi, bj])
 
 
-def score_windows(model: SpanReaderModel, tokenizer, question: str, passages: list[str], batch_size: int = 8
-                  ) -> list[SpanScore]:
-    """The best span of each passage (over its windows), with its no-answer score."""
+def score_windows(model: SpanReaderModel, tokenizer, question: str, passages: list[str], batch_size: int = 8,
+                  max_len: int = MAX_LEN) -> list[SpanScore]:
+    """The best span of each passage (over its windows of ``max_len`` tokens), with its no-answer score."""
     import torch
 
     items: list[tuple[int, Window]] = []
     for p, passage in enumerate(passages):
-        items += [(p, w) for w in windows(tokenizer, question, passage)]
+        items += [(p, w) for w in windows(tokenizer, question, passage, max_len)]
     best: list[SpanScore | None] = [None] * len(passages)
     order = sorted(range(len(items)), key=lambda k: len(items[k][1].ids))
     for b in range(0, len(order), batch_size):

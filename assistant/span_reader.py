@@ -27,7 +27,7 @@ from pathlib import Path
 from .citations import cite
 from .embedding import Embedder
 from .errors import ModelError
-from .reader import DEFAULT_MIN_EVIDENCE, ExtractiveReader, Passages, Reading, Response
+from .reader import DEFAULT_MIN_EVIDENCE, ExtractiveReader, Passages, Reading, Response, cite_passage
 from .span_model import SpanReaderModel, SpanScore, score_windows
 
 log = logging.getLogger(__name__)
@@ -131,7 +131,7 @@ class SpanReader:
     name = "span"
 
     def __init__(self, embedder: Embedder, weights: Path, candidates: int = 3, threshold: float | None = None,
-                 span_prob: float = 0.5, span_chars: int = 60, min_evidence: float = DEFAULT_MIN_EVIDENCE,
+                 span_prob: float = 0.2, span_chars: int = 60, min_evidence: float = DEFAULT_MIN_EVIDENCE,
                  floor: float = DEFAULT_MODEL_FLOOR, rerank: bool = False) -> None:
         if span_chars <= 0 or not 0 <= span_prob <= 1:
             raise ValueError("span_chars must be positive and span_prob in [0, 1]")
@@ -157,10 +157,13 @@ class SpanReader:
 
     def read(self, passages: Passages) -> Reading:
         decision = self.gate.decide(passages)
+        # The model's best span of each passage it read (the top one alone, unless it decided); their margins
+        # explain the citations of those passages (Citation.why).
+        scores = decision.scores or (tuple(self.gate.score(passages, 1)) if decision.answerable else ())
+        passages = passages.with_margins(scores)
         if not decision.answerable:
             return self.abstain(passages)
         best = decision.best
-        scores = decision.scores or tuple(self.gate.score(passages, 1))  # the top passage's span
         hit, found = passages.hits[best], scores[best]
         # The model chose the passage (reranked, or below the cosine threshold): quote that one alone;
         # else the passages as the default reader quotes them.
@@ -186,7 +189,7 @@ class SpanReader:
         first = citations[k]
         lo = min(first.start - chunk.start, start)
         hi = max(first.end - chunk.start, end)
-        citations[k] = cite(k + 1, chunk, line, lo, hi, first.score, pages)
+        citations[k] = cite_passage(k + 1, hit, passages, lo, hi, first.score)
         citations = [c if c.n == i + 1 else replace(c, n=i + 1) for i, c in enumerate(citations)]
         span = cite(k + 1, chunk, line, start, end, found.prob, pages)
         text = "\n\n".join([f"**{span.quote}** [{k + 1}]", *(f"{c.quote} [{c.n}]" for c in citations)])

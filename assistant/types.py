@@ -30,14 +30,48 @@ class Chunk:
 
 @dataclass(frozen=True)
 class Hit:
-    """A chunk found by retrieval, with the fused score and per-retriever ranks."""
+    """A chunk found by retrieval, with the fused score and per-retriever scores and ranks.
+
+    ``dense_rank`` and ``lexical_rank`` are 0-based, None outside that side's candidates; ``rank`` (fused) is
+    1-based."""
 
     chunk_id: int
     chunk: Chunk
     score: float
-    dense_score: float = 0.0
+    dense_score: float = 0.0  # cosine similarity to the query
     dense_rank: int | None = None
     lexical_rank: int | None = None
+    lexical_score: float = 0.0  # BM25
+    matched_terms: tuple[str, ...] = ()  # the query's tokens (lexical.tokenize) that occur in the chunk
+    rank: int = 0
+
+    def why(self, answerability: float | None = None) -> Why:
+        """Why this hit was chosen, for a citation of it (``answerability``: the reader model's margin)."""
+        return Why(self.dense_score, None if self.dense_rank is None else self.dense_rank + 1, self.lexical_score,
+                   None if self.lexical_rank is None else self.lexical_rank + 1, self.matched_terms, self.rank,
+                   answerability)
+
+
+@dataclass(frozen=True)
+class Why:
+    """Why a cited passage was chosen: its retrieval scores and 1-based ranks (None: outside that side's
+    candidates), and the reader model's answerability margin when the model read it (see explain.py)."""
+
+    dense: float  # cosine similarity to the query
+    dense_rank: int | None
+    lexical: float  # BM25 score
+    lexical_rank: int | None
+    matched_terms: tuple[str, ...]
+    fused_rank: int
+    answerability: float | None = None  # best span score minus the "no answer" score
+
+    def to_dict(self) -> dict:
+        out = {"dense": round(self.dense, 4), "dense_rank": self.dense_rank, "lexical": round(self.lexical, 4),
+               "lexical_rank": self.lexical_rank, "matched_terms": list(self.matched_terms),
+               "fused_rank": self.fused_rank}
+        if self.answerability is not None:
+            out["answerability"] = round(self.answerability, 4)
+        return out
 
 
 @dataclass(frozen=True)
@@ -52,6 +86,7 @@ class Citation:
     score: float
     line: int = 0  # 1-based line of ``start`` in the document
     page: int | None = None
+    why: Why | None = None  # why its passage was chosen (retrieval scores, the reader model's margin)
 
 
 @dataclass(frozen=True)
@@ -69,7 +104,8 @@ class Answer:
     def to_dict(self) -> dict:
         def cite(c: Citation) -> dict:
             return {"n": c.n, "source": c.source, "start": c.start, "end": c.end,
-                    "quote": c.quote, "score": round(c.score, 4), "line": c.line, "page": c.page}
+                    "quote": c.quote, "score": round(c.score, 4), "line": c.line, "page": c.page,
+                    "why": None if c.why is None else c.why.to_dict()}
 
         return {
             "question": self.question,
@@ -93,6 +129,15 @@ class IndexedDocument:
     source: str
     chars: int  # length of its text, in characters
     chunks: int
+    title: str = ""  # its first heading, else its first line ("" if it has none)
+    kind: str = ""  # its file type: "txt", "md", "pdf" or "docx"
+    bytes: int = 0  # the file's size
+    added_at: str = ""  # ISO 8601 UTC, when this version of it was indexed ("" if not recorded)
+    preview: str = ""  # the start of its text, whitespace collapsed (about 200 characters)
+
+    def to_dict(self) -> dict:
+        return {"source": self.source, "title": self.title, "kind": self.kind, "bytes": self.bytes,
+                "added_at": self.added_at, "chars": self.chars, "chunks": self.chunks, "preview": self.preview}
 
 
 @dataclass(frozen=True)
@@ -114,4 +159,4 @@ class IndexStatus:
         return {"index": str(self.index), "vector_store": self.vector_store, "documents": len(self.documents),
                 "chunks": self.chunks, "embedding_model": self.embedding_model, "built_at": self.built_at,
                 "corpus": self.corpus, "skipped": [{"source": s, "reason": r} for s, r in self.skipped],
-                "document_list": [{"source": d.source, "chars": d.chars, "chunks": d.chunks} for d in self.documents]}
+                "document_list": [d.to_dict() for d in self.documents]}

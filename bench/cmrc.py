@@ -212,6 +212,9 @@ class MemoLexical:
             self._scores[query] = self.inner.scores(query)
         return self._scores[query]
 
+    def __getattr__(self, name: str):  # the rest (matched_terms, contains...) as the inner index has it
+        return getattr(self.inner, name)
+
 
 # -- measuring -----------------------------------------------------------------------------------
 def document_rank(sources, gold: str) -> int | None:

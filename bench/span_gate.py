@@ -31,6 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--train", default=str(REPO.parent / "shared" / "train"), help="the training data folder")
     ap.add_argument("--limit", type=int, default=400, help="answerable held-out pairs per language")
+    ap.add_argument("--max-len", type=int, default=0, help="tokens per window (default: the model's)")
     ap.add_argument("--out", default="", help="also write the result as JSON here")
     args = ap.parse_args(argv)
 
@@ -40,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     from assistant.evaluation import answer_scores
     from assistant.models import resolve_reader_weights
     from assistant.pipeline import make_embedder
-    from assistant.span_model import score_windows
+    from assistant.span_model import MAX_LEN, score_windows
     from assistant.span_reader import _strip, load_reader_model
 
     settings = Settings.from_env()
@@ -55,7 +56,8 @@ def main(argv: list[str] | None = None) -> int:
         pairs = rng.sample(pairs, min(args.limit, len(pairs)))
         rows = []
         for n, pair in enumerate(pairs):
-            (found,) = score_windows(model, tokenizer, pair["question"], [pair["context"]])
+            (found,) = score_windows(model, tokenizer, pair["question"], [pair["context"]],
+                                     max_len=args.max_len or MAX_LEN)
             start, end = _strip(pair["context"], found.start, found.end)
             f1 = answer_scores(pair["context"][start:end], pair["golds"])[1]
             fits = found.margin >= threshold and 0 < end - start <= SPAN_CHARS
@@ -63,6 +65,7 @@ def main(argv: list[str] | None = None) -> int:
             if (n + 1) % 100 == 0:
                 print(f"{lang}: {n + 1}/{len(pairs)} read, {time.time() - t0:.0f} s", flush=True)
         prob, fits, f1, fallback = (np.array(c, float) for c in zip(*rows))
+        print(lang, f"span F1 {f1.mean():.3f}, {time.time() - t0:.0f} s", flush=True)
         table = {}
         for p in CANDIDATES:
             shown = (prob >= p) & (fits > 0)
@@ -70,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
                                  "span_f1": float(f1[shown].mean()) if shown.any() else None,
                                  "visible_f1": float(np.where(shown, f1, fallback).mean())}
             print(lang, f"span_prob {p:.1f}", json.dumps(table[f"{p:.1f}"]), flush=True)
-        result[lang] = {"pairs": len(rows), "sentence_f1": float(fallback.mean()), "by_span_prob": table}
+        result[lang] = {"pairs": len(rows), "f1": float(f1.mean()), "sentence_f1": float(fallback.mean()), "by_span_prob": table}
     if args.out:
         Path(args.out).write_text(json.dumps(result, indent=1) + "\n", "utf-8")
     return 0

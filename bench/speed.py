@@ -131,9 +131,10 @@ def worker_add(spec: dict) -> dict:
     embed(texts, [c.heading for c in chunks], [[(s.start, s.end) for s in spans(t)] for t in texts])
     embed_s = time.perf_counter() - t0
     t0 = time.perf_counter()
-    report, refused = assistant.add([path])
+    added = assistant.add([path])
     add_s = time.perf_counter() - t0
-    assert not refused, refused
+    assert not added.refused, added.refused
+    report = added.build
     return {"chunks_added": report.embedded_chunks, "index_chunks": report.chunks, "add_s": add_s,
             "embed_s": embed_s, "overhead_s": add_s - embed_s}
 

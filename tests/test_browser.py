@@ -1,4 +1,5 @@
-"""A real browser: Debian's headless Chromium driven by Playwright, against ``app.py`` with the real model.
+"""A real browser: Debian's headless Chromium driven by Playwright, against ``app.py`` with the real model, and
+against the page launched in this process (the fake embedder, answers scripted where a test needs their timing).
 
 Install the browser with ``make browser`` (scripts/install-browser.sh: apt-get, never a browser download).
 Without /usr/bin/chromium or the playwright package the test skips and names what is missing. Set
@@ -8,20 +9,28 @@ from __future__ import annotations
 
 import os
 import re
+import threading
+from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from urllib.parse import urlparse
 
 import pytest
 
-from test_ui import OFFSITE, running_app
+from assistant.reader import Response
+from assistant.testing import FakeEmbedder
+from assistant.types import Answer, Citation
+from test_ui import OFFSITE, _assistant, _free_port, built, running_app  # noqa: F401  (built: a fixture)
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.filterwarnings("ignore::DeprecationWarning:gradio.queueing")]
 
 os.environ.setdefault("PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD", "1")  # never fetch a browser build
 CHROMIUM = Path("/usr/bin/chromium")
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 ANSWER = 240_000  # ms: the first answer loads the model on a busy 2-core machine
+WAIT = 20_000  # ms: the page in this process, with the fake embedder
+QUESTION = "初创公司缺少训练数据怎么办？"
 
 
 @pytest.fixture(scope="module")
@@ -64,9 +73,13 @@ def test_chat_in_a_real_browser(browser, real_index, tmp_path):
         summary = source.locator("summary")
         assert "000_6d8c0b3cedab2c30.txt" in summary.inner_text() and "line" in summary.inner_text()
         summary.click()
-        highlighted = source.locator("mark")
+        highlighted = source.locator("mark").first
         highlighted.wait_for()
         assert "数据增强" in highlighted.inner_text()
+        page.set_viewport_size({"width": 400, "height": 940})  # a phone: the answer's sources do not widen the page
+        width = page.evaluate("document.documentElement.scrollWidth")
+        assert width <= 402, f"at 400 px, after an answer, the page is {width} px wide"
+        page.set_viewport_size({"width": 1360, "height": 940})
 
         # upload a document; it is indexed and listed
         upload = tmp_path / "团建安排.md"
@@ -86,3 +99,280 @@ def test_chat_in_a_real_browser(browser, real_index, tmp_path):
         page.close()
     external = [u for u in requests if not _local(u)]
     assert requests and external == [], f"the page fetched from outside: {external[:5]}"
+
+
+# -- the page launched in this process: the fake embedder, scripted answers -----------------------------
+@contextmanager
+def served(browser, assistant, handlers=None, width=1200, **context):
+    """The app for ``assistant`` on a free port, and a page open on it; closed after."""
+    from assistant.ui import build_app, launch_options
+
+    settings = assistant.settings.with_(port=_free_port())
+    app = build_app(assistant, settings, stream_delay=0, handlers=handlers)
+    app.launch(prevent_thread_lock=True, quiet=True, **launch_options(settings))
+    session = browser.new_context(viewport={"width": width, "height": 900}, **context)
+    try:
+        page = session.new_page()
+        page.goto(f"http://127.0.0.1:{settings.port}/")
+        page.locator("#index-status").get_by_text(re.compile(r"\d+ documents")).wait_for(timeout=WAIT)
+        yield page
+    finally:
+        session.close()
+        app.close()
+
+
+class Scripted:
+    """Stands in for ``Assistant.ask_stream``: writes ``words`` (after the first it waits for ``go``), then gives
+    ``answer`` for the question asked. ``readers`` records the reader each question was asked with; ``closed`` is
+    set when the answer is closed, finished or not (as a reader lets go of its model)."""
+
+    def __init__(self, answer: Answer, words: tuple[str, ...] = ()) -> None:
+        self.answer, self.words, self.readers = answer, words, []
+        self.go, self.closed, self.finished = threading.Event(), threading.Event(), False
+
+    def __call__(self, question, k=None, query=None, reader=None):
+        def run():
+            try:
+                for i, word in enumerate(self.words):
+                    yield word
+                    if i == 0:
+                        assert self.go.wait(60), "the test never let the answer go on"
+                self.finished = True
+                return replace(self.answer, question=question)
+            finally:
+                self.closed.set()
+
+        self.readers.append(reader)
+        return Response(run())
+
+
+def _ask(page, question: str, enter: bool = True) -> None:
+    box = page.locator("#question textarea")
+    box.fill(question)
+    box.press("Enter") if enter else page.locator("#ask").click()
+
+
+def _bot(page):
+    return page.locator("#chat .message-row.bot-row").last
+
+
+def test_text_typed_while_an_answer_is_written_is_kept(browser, built, tmp_path):
+    """Bug 1: every streaming update cleared the input box."""
+    assistant = _assistant(built, tmp_path)
+    script = Scripted(assistant.ask(QUESTION), ("Writing ", "the ", "answer ", "now."))
+    assistant.ask_stream = script
+    try:
+        with served(browser, assistant) as page:
+            _ask(page, QUESTION)
+            page.locator("#chat .draft").wait_for(timeout=WAIT)
+            box = page.locator("#question textarea")
+            box.press_sequentially("what about compute")
+            script.go.set()  # more of the answer streams in, then its sources
+            _bot(page).locator("details.source").first.wait_for(timeout=WAIT)
+            assert box.input_value() == "what about compute"
+    finally:
+        script.go.set()
+
+
+def test_ask_is_disabled_while_an_answer_runs_and_stop_cancels_it(browser, built, tmp_path):
+    """Bug 2: a second question sent while the first was pending was dropped and its text erased."""
+    from playwright.sync_api import expect
+
+    assistant = _assistant(built, tmp_path)
+    answer = assistant.ask(QUESTION)
+    first, second = Scripted(answer, ("Writing ", "it.")), Scripted(answer, ("Writing ", "more."))
+    assistant.ask_stream = first
+    try:
+        with served(browser, assistant) as page:
+            ask, stop, box = page.locator("#ask"), page.locator("#stop"), page.locator("#question textarea")
+            _ask(page, QUESTION, enter=False)
+            page.locator("#chat .draft").wait_for(timeout=WAIT)
+            expect(ask).to_be_disabled()
+            expect(stop).to_be_visible()
+            box.fill("what about compute")
+            box.press("Enter")  # not sent while the answer runs, and not erased
+            first.go.set()
+            _bot(page).locator("details.source").first.wait_for(timeout=WAIT)
+            expect(ask).to_be_enabled()
+            expect(stop).to_be_hidden()
+            assert box.input_value() == "what about compute"
+            assert page.locator("#chat .message-row.user-row").count() == 1 and len(first.readers) == 1
+
+            assistant.ask_stream = second  # Stop cancels a running answer
+            ask.click()
+            _bot(page).locator(".draft").wait_for(timeout=WAIT)
+            stop.click()
+            _bot(page).get_by_text("Stopped").wait_for(timeout=WAIT)
+            expect(ask).to_be_enabled()
+            expect(stop).to_be_hidden()
+            second.go.set()  # the reader would go on now: it was closed instead, and its answer is not shown
+            assert second.closed.wait(20) and not second.finished
+            assert _bot(page).locator("details.source").count() == 0
+    finally:
+        first.go.set()
+        second.go.set()
+
+
+def test_long_sources_do_not_widen_the_page_at_400_px(browser, built, tmp_path):
+    """Bug 3: source headings never wrapped, and the page grew to about 1,050 px after the first answer."""
+    assistant = _assistant(built, tmp_path)
+    name, quote = "x" * 150 + ".md", "https://example.com/" + "a" * 400
+    citation = Citation(1, name, 0, len(quote), quote, 0.9, line=1)
+    assistant.ask_stream = Scripted(Answer(QUESTION, f"{quote} [1]", False, (citation,)))
+    with served(browser, assistant, width=400) as page:
+        width = page.evaluate("document.documentElement.scrollWidth")
+        assert width <= 402, f"the empty page is {width} px wide"
+        _ask(page, QUESTION)
+        summary = _bot(page).locator("details.source summary").first
+        summary.wait_for(timeout=WAIT)
+        summary.click()
+        _bot(page).locator("details.source mark").first.wait_for()
+        width = page.evaluate("document.documentElement.scrollWidth")
+        assert width <= 402, f"after an answer with long sources the page is {width} px wide"
+
+
+def test_each_cited_passage_keeps_its_own_list(browser, built, tmp_path):
+    """Bug 4: two cited passages with numbered lists were rendered as one list numbered 1-5."""
+    assistant = _assistant(built, tmp_path)
+    one, two = "1. 收集数据\n2. 清洗数据\n3. 标注数据", "4. 选择模型\n5. 训练模型"
+    citations = (Citation(1, "a.md", 0, len(one), one, 0.9, line=1), Citation(2, "b.md", 0, len(two), two, 0.8, line=9))
+    assistant.ask_stream = Scripted(Answer(QUESTION, f"{one} [1]\n\n{two} [2]", False, citations))
+    with served(browser, assistant) as page:
+        _ask(page, QUESTION)
+        _bot(page).locator("details.source").first.wait_for(timeout=WAIT)
+        lists = _bot(page).evaluate("m => [...m.querySelectorAll('ol')].map(o => [o.start, o.children.length])")
+        assert lists == [[1, 3], [4, 2]]
+
+
+class SlowStart(FakeEmbedder):
+    """Its first query (the warm-up's) waits until the test lets it go on: the models are loading till then."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.go = threading.Event()
+
+    def embed_queries(self, texts):
+        assert self.go.wait(60), "the test never let the warm-up finish"
+        return super().embed_queries(texts)
+
+
+def test_the_page_says_the_models_are_loading_and_questions_wait(browser, built, tmp_path):
+    """Bug 5: the first question waited on "Searching the documents…" with no word that the model was loading."""
+    from playwright.sync_api import expect
+
+    from assistant.ui import ChatHandlers
+
+    embedder = SlowStart()
+    assistant = _assistant(built, tmp_path, embedder=embedder)
+    handlers = ChatHandlers(assistant, stream_delay=0)
+    handlers.start_warm_up()
+    try:
+        with served(browser, assistant, handlers) as page:
+            status = page.locator("#index-status")
+            expect(status).to_contain_text("Loading the models…")
+            _ask(page, QUESTION)
+            _bot(page).get_by_text("Loading the models…").wait_for(timeout=WAIT)
+            assert not handlers.ready.is_set()
+            embedder.go.set()
+            _bot(page).locator("details.source").first.wait_for(timeout=WAIT)
+            expect(status).not_to_contain_text("Loading the models", timeout=WAIT)
+            assert handlers.ready.is_set()
+    finally:
+        embedder.go.set()
+
+
+class GatedBuild(FakeEmbedder):
+    """Once ``armed``, embedding passages waits until the test lets it go on."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.armed, self.go = threading.Event(), threading.Event()
+
+    def embed_documents(self, texts, titles=None):
+        if self.armed.is_set():
+            assert self.go.wait(60), "the test never let the build go on"
+        return super().embed_documents(texts, titles)
+
+
+# Whether the middle of the element's text is on top there (not under Gradio's progress overlay)
+UNCOVERED = """(selector) => {
+  const text = document.querySelector(selector + " .prose"), box = text.getBoundingClientRect();
+  return text.contains(document.elementFromPoint(box.left + box.width / 2, box.top + box.height / 2));
+}"""
+
+
+def test_rebuild_shows_its_progress_and_keeps_the_status_visible(browser, built, tmp_path):
+    """Bug 6: a rebuild showed only Gradio's "processing" overlay over the status, its progress only at the end."""
+    from playwright.sync_api import expect
+
+    embedder = GatedBuild()
+    assistant = _assistant(built, tmp_path, embedder=embedder)
+    try:
+        with served(browser, assistant) as page:
+            embedder.armed.set()
+            page.locator("#rebuild").click()
+            report = page.locator("#upload-report")
+            expect(report).to_contain_text(re.compile(r"(Reading|Splitting|Embedding|Indexing)\D*\d+/\d+"),
+                                           timeout=WAIT)
+            expect(page.locator("#index-status")).to_contain_text("5 documents")
+            assert page.evaluate(UNCOVERED, "#index-status") and page.evaluate(UNCOVERED, "#upload-report")
+            embedder.go.set()
+            expect(report).to_contain_text("Index rebuilt", timeout=WAIT)
+    finally:
+        embedder.go.set()
+
+
+def test_chat_basics_in_a_real_browser(browser, built, tmp_path):
+    """A long question refused, [n] opening its source, the passage's markdown, Copy, the LLM offered for an
+    English question, the conversation kept across a reload, and New conversation."""
+    from playwright.sync_api import expect
+
+    from assistant.ingest import read_document
+    from assistant.ui import ChatHandlers
+
+    assistant = _assistant(built, tmp_path, max_question_chars=200)
+    corpus = Path(assistant.status().corpus)
+    text = read_document(corpus / "000_6d8c0b3cedab2c30.txt", corpus).text
+    quote = "2. **数据增强：** 利用生成对抗网络（GAN）等技术，对现有数据进行增强，提升数据多样性。"
+    start = text.index(quote)
+    citation = Citation(1, "000_6d8c0b3cedab2c30.txt", start, start + len(quote), quote, 0.9,
+                        line=text.count("\n", 0, start) + 1)
+    assistant.ask_stream = Scripted(Answer("", f"{quote} [1]", False, (citation,)))
+    handlers = ChatHandlers(assistant, stream_delay=0)
+    picked = []
+    handlers.readers.pick = lambda name: picked.append(name) or (None, "")
+    with served(browser, assistant, handlers, permissions=["clipboard-read", "clipboard-write"]) as page:
+        box = page.locator("#question textarea")
+        _ask(page, "x" * 201)  # refused in the chat, not cut; kept in the box to shorten it
+        _bot(page).get_by_text("the limit is 200").wait_for(timeout=WAIT)
+        assert box.input_value() == "x" * 201
+
+        _ask(page, "How can a startup get more training data?")
+        answer = _bot(page)
+        answer.locator("details.source").wait_for(timeout=WAIT)
+        expect(answer.locator(".language-note")).to_be_visible()
+        answer.locator("a.cite-link").first.click()  # [1] opens source 1 and scrolls to it
+        source = answer.locator("details.source").first
+        expect(source).to_have_attribute("open", "")
+        passage = source.locator(".passage")
+        expect(passage).to_be_in_viewport()
+        assert "**" not in passage.inner_text() and "####" not in passage.inner_text()
+        assert passage.locator("mark").inner_text() == quote.replace("**", "")
+        answer.locator("button.copy-answer").click()
+        expect(answer.locator("button.copy-answer")).to_have_text("Copied")
+        copied = page.evaluate("navigator.clipboard.readText()")
+        assert copied.startswith("2. 数据增强： 利用生成对抗网络") and "\n\nSources:\n[1] 000_6d8c0b3cedab2c30.txt, line" in copied
+
+        page.locator("#ask-llm").click()  # the same question again, for the LLM
+        expect(page.locator("#chat .message-row.user-row")).to_have_count(2)
+        _bot(page).locator("details.source").wait_for(timeout=WAIT)
+        assert picked[-1] == "llm" and page.locator("#chat .message-row.user-row").last.inner_text().startswith("How")
+        expect(page.locator("#ask")).to_be_enabled()  # the answer is complete, and kept in the browser
+
+        page.reload()  # the conversation is kept in the browser
+        expect(page.locator("#chat .message-row.bot-row")).to_have_count(3, timeout=WAIT)
+        page.get_by_role("button", name="New conversation").click()
+        expect(page.locator("#chat .message-row")).to_have_count(0)
+        page.reload()
+        page.locator("#index-status").get_by_text(re.compile(r"\d+ documents")).wait_for(timeout=WAIT)
+        expect(page.locator("#chat .message-row")).to_have_count(0)

@@ -103,7 +103,9 @@ def test_index_build_of_a_corpus_without_text(tmp_path, capsys):
     (folder / "empty.txt").write_bytes(b"")
     code, _, err = run(capsys, "index", "build", "--corpus", str(folder), "--index", str(tmp_path / "i"))
     assert code == 2
-    assert_one_error_line(err, "no text to index", "empty.txt")
+    *steps, error = err.splitlines()  # the reading step's lines, then the one error line
+    assert steps == ["reading: 0/1 files", "reading: 1/1 files"]
+    assert_one_error_line(error, "no text to index", "empty.txt")
 
 
 def test_index_status_text_and_json(index, corpus, capsys):
@@ -294,7 +296,7 @@ def test_models_unknown_name(capsys):
     (["index", "build"], ["--corpus", "--index", "--rebuild"]),
     (["index", "add"], ["PATH", "--corpus", "--index"]),
     (["index", "status"], ["--index", "--json"]),
-    (["ask"], ["QUESTION", "--json", "-k", "--index"]),
+    (["ask"], ["QUESTION", "--json", "--explain", "-k", "--index"]),
     (["models", "fetch"], ["name"]),
     (["models", "verify"], ["name"]),
     (["chat"], ["--index"]),

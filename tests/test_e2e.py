@@ -99,8 +99,9 @@ def test_incremental_add_with_real_model(real_settings, tmp_path):
     shutil.copytree(real_settings.index, settings.index)  # start from the built default index
     note = tmp_path / "offsite.md"
     note.write_text("# 团队团建\n\n我们的年度团建地点定在杭州千岛湖，时间是十月第二周，预算每人两千元。\n", "utf-8")
-    report, refused = assistant.add([note])
-    assert refused == []
+    added = assistant.add([note])
+    assert added.added == ("offsite.md",) and added.refused == ()
+    report = added.build
     assert report.embedded_chunks == 1 and report.reused_documents == 5
     answer = assistant.ask("年度团建去哪里？")
     assert not answer.abstained

@@ -285,7 +285,8 @@ def test_index_build_on_the_cli_shows_chunking_embedding_and_indexing_as_they_st
     out, err = capsys.readouterr()
     chunks = len(chunk_document(read_document(corpus / "long.txt", corpus), SIZE))
     assert f"1 documents, {chunks} chunks" in out
-    assert err.splitlines() == ["chunking: 0/1 documents", "chunking: 1/1 documents",
+    assert err.splitlines() == ["reading: 0/1 files", "reading: 1/1 files", "chunking: 0/1 documents",
+                                "chunking: 1/1 documents",
                                 f"embedding: {chunks}/{chunks} chunks", f"indexing words: 0/{chunks} chunks",
                                 f"indexing words: {chunks}/{chunks} chunks"]
 
@@ -302,4 +303,6 @@ def test_a_30_mb_txt_is_refused_at_the_text_cap_with_progress_and_one_line(tmp_p
     assert main(["index", "build", "--corpus", str(corpus), "--index", str(tmp_path / "index")]) == 0
     out, err = capsys.readouterr()
     assert "skipped big.txt: the text is " in out and "the limit is 5,000,000 characters" in out
-    assert err.splitlines()[:2] == ["chunking: 0/1 documents", "chunking: 1/1 documents"]
+    assert err.startswith("reading: 0/2 files\n") and "reading: 2/2 files\n" in err
+    assert [line for line in err.splitlines() if not line.startswith("reading: ")][:2] == [
+        "chunking: 0/1 documents", "chunking: 1/1 documents"]

@@ -40,8 +40,11 @@ def test_status_is_typed_and_lists_the_documents(assistant):
     corpus = assistant.settings.corpus
     assert isinstance(status, IndexStatus) and status.index == assistant.settings.index
     assert {d.source for d in status.documents} == {p.name for p in corpus.iterdir()} - {"empty.txt"}
-    assert status.documents == tuple(IndexedDocument(d.source, len(text_of(assistant, d.source)), d.chunks)
-                                     for d in status.documents)  # chars: the length of each text
+    assert [(d.source, d.chars, d.kind, d.bytes) for d in status.documents] == [
+        (d.source, len(text_of(assistant, d.source)), "txt", (corpus / d.source).stat().st_size)
+        for d in status.documents]  # chars: the length of each text
+    assert all(isinstance(d, IndexedDocument) and d.title and d.preview and d.added_at.endswith("Z")
+               for d in status.documents)
     assert sum(d.chunks for d in status.documents) == status.chunks > 0
     assert status.embedding_model == "fake/char-ngrams" and status.corpus == str(corpus.resolve())
     assert status.skipped == (("empty.txt", "file is empty (0 bytes)"),)
@@ -50,6 +53,8 @@ def test_status_is_typed_and_lists_the_documents(assistant):
     as_json = status.to_dict()
     assert as_json["documents"] == len(status.documents) and [d["source"] for d in as_json["document_list"]] == \
         [d.source for d in status.documents]
+    assert set(as_json["document_list"][0]) == {"source", "title", "kind", "bytes", "added_at", "chars", "chunks",
+                                                "preview"}
 
 
 def test_status_tells_a_missing_index_from_a_damaged_one(tmp_path):
@@ -71,8 +76,9 @@ def test_check_supported_is_the_one_type_check(assistant, tmp_path):
     with pytest.raises(IngestError, match=r"unsupported type \(no suffix\)"):
         check_supported("README")
     (tmp_path / "tool.exe").write_bytes(b"MZ")
-    _, refused = assistant.add([tmp_path / "tool.exe"])
-    assert refused == [("tool.exe", "unsupported type .exe (supported: .txt, .md, .pdf, .docx)")]
+    report = assistant.add([tmp_path / "tool.exe"])
+    assert report.refused == (("tool.exe", "unsupported type .exe (supported: .txt, .md, .pdf, .docx)"),)
+    assert report.added == report.replaced == report.already_indexed == () and report.build.unchanged
 
 
 def test_response_gives_the_text_as_written_then_the_whole_once():

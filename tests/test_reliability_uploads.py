@@ -116,7 +116,7 @@ def test_upload_name_taken_by_a_different_corpus_file_is_refused_not_overwritten
     other = tmp_path / "up" / "notes.md"
     other.parent.mkdir()
     other.write_text("别人的同名文件。", "utf-8")
-    _, refused = assistant.add([other])
-    assert refused and "already in" in refused[0][1]
+    refused = assistant.add([other]).refused
+    assert refused and "a different version of this document is already indexed" in refused[0][1]
     assert (corpus / "notes.md").read_text("utf-8") == "原来的内容。"
     shutil.rmtree(other.parent)

@@ -96,7 +96,7 @@ def test_strong_evidence_answers_from_the_top_passage_whatever_the_margin():
 
 
 def test_span_reader_gives_the_passage_alone_when_no_short_span_is_confident():
-    reader = FixedReader([SpanScore(0, 2, 1.0, 3.0, 0.1), SpanScore(0, len(TEXT), 9.0, 1.0, 0.3)], rerank=True)
+    reader = FixedReader([SpanScore(0, 2, 1.0, 3.0, 0.1), SpanScore(0, len(TEXT), 9.0, 1.0, 0.15)], rerank=True)
     reading = reader.read(_passages())
     assert not reading.abstained and reading.span is None and reading.citations[0].source == "a.txt"
 

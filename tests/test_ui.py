@@ -18,6 +18,7 @@ import tempfile
 import threading
 import time
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -25,9 +26,11 @@ import pytest
 from assistant.config import Settings
 from assistant.errors import IngestError
 from assistant.pipeline import Assistant
+from assistant.reader import Response
 from assistant.types import Answer, Citation
 from assistant.conversation import message_text
-from assistant.render import PENDING, answer_markdown, render_answer, stream_cuts
+from assistant.render import (LANGUAGE_NOTE, LOADING_MODELS, PENDING, answer_markdown, answer_text, join_lines,
+                              language_note, markdown_html, render_answer, stopped_html, stream_cuts)
 from assistant.ui import ChatHandlers, build_app, launch_options
 from assistant.uploads import safe_name, stage_uploads
 from assistant.testing import FakeEmbedder
@@ -43,9 +46,44 @@ def test_answer_markdown_keeps_markers_and_closes_cut_code_blocks():
     md = answer_markdown(text)
     assert md.count("```") % 2 == 0, md
     assert re.findall(r'class="cite">\[(\d)\]', md) == ["1", "2"]
-    assert md.startswith("```\nprint(x)")  # the closing fence of a cut-off block gets its opening fence
+    assert md.startswith('<div class="quoted">\n\n```\nprint(x)')  # a cut-off block gets its opening fence
     assert "```\n    a = 1\n    b = 2\n```" in md  # indented code without fences is fenced
-    assert answer_markdown("x = arr[1]\n\ny [2]", {2}).startswith("x = arr[1]\n\ny <span")  # not a marker
+    assert "x = arr[1]\n\ny <span" in answer_markdown("x = arr[1]\n\ny [2]", {2})  # [1] is not a marker
+
+
+def test_each_quoted_passage_is_a_block_of_its_own_and_its_marker_links_to_its_source():
+    md = answer_markdown("1. 收集数据\n2. 清洗数据 [1]\n\n4. 选择模型\n5. 训练模型 [2]", {1, 2}, anchor="answer-2")
+    blocks = re.findall(r'<div class="quoted">\n\n(.*?)\n\n</div>', md, re.S)
+    assert [b.split(" <a")[0] for b in blocks] == ["1. 收集数据\n2. 清洗数据", "4. 选择模型\n5. 训练模型"]
+    assert '<a class="cite-link" href="#answer-2-2"><span class="cite">[2]</span></a>' in md
+    citation = Citation(2, "b.md", 0, 5, "4. 选择", 0.5, line=1)
+    assert 'id="answer-2-2"' in render_answer(Answer("q", "4. 选择 [2]", False, (citation,)), anchor="answer-2")
+
+
+def test_lines_the_file_only_wrapped_are_joined_and_block_lines_are_kept():
+    assert join_lines("大模型训练依赖海量\n高质量数据。\nIt needs\nmuch data.") == "大模型训练依赖海量高质量数据。It needs much data."
+    kept = "# 标题\n正文\n\n1. 一\n2. 二\n- 三\n\n```\ncode\nmore\n```\n| a |\n| b |\nhard  \nbreak"
+    assert join_lines(kept) == kept
+
+
+def test_a_passage_renders_its_markdown_and_marks_exactly_the_quoted_characters():
+    text = "#### 痛点1：数据\n1. **数据增强：** 利用 `GAN` 等技术\n- 其他"
+    start = text.index("增强")
+    shown = markdown_html(text, ((start, text.index("技术"), "mark"),))
+    assert "####" not in shown and "**" not in shown and "`" not in shown
+    assert '<strong class="heading">痛点1：数据</strong>&#10;1. <strong>数据</strong><mark><strong>增强：</strong> 利用 ' \
+           '<code>GAN</code> 等</mark>技术&#10;• 其他' == shown
+
+
+def test_the_copied_text_the_language_note_and_a_stopped_answer():
+    quote = "**数据增强：** 利用生成对抗网络"
+    citation = Citation(1, "a.md", 0, len(quote), quote, 0.5, line=3)
+    answer = Answer("How do startups get data?", f"{quote} [1]", False, (citation,))
+    assert answer_text(answer) == f"数据增强： 利用生成对抗网络 [1]\n\nSources:\n[1] a.md, line 3: 数据增强： 利用生成对抗网络"
+    assert language_note(answer) == LANGUAGE_NOTE  # English question, Chinese quotes
+    assert language_note(Answer("初创公司怎么获得数据？", answer.text, False, answer.citations)) == ""
+    stopped = stopped_html('<div class="draft">Half an</div><div class="pending">Writing…</div>')
+    assert stopped.startswith('<div class="draft">Half an</div>') and "Writing" not in stopped and "Stopped" in stopped
 
 
 def test_stream_cuts_grow_and_stay_inside_the_text():
@@ -74,7 +112,8 @@ def test_source_shows_the_cited_span_highlighted_in_its_context():
     assert "<mark>被引用的句子 &lt;b&gt;。</mark>" in content  # escaped, highlighted
     assert "前文。" in content and "后文。" in content  # context around the span
     assert "doc.md" in content and "line 4" in content
-    assert "\n\n" not in content.split('<div class="sources">')[1]  # one HTML block: markdown cannot break it
+    sources = content.split('<div class="sources">')[1].split('<div class="answer-tools">')[0].rstrip()
+    assert "\n\n" not in sources  # one HTML block: markdown cannot break it
 
 
 # -- uploads ------------------------------------------------------------------------------------------
@@ -146,9 +185,10 @@ def test_chat_handler_streams_a_cited_answer(built, tmp_path):
     answer = assistant.ask("初创公司缺少训练数据怎么办？")
     assert not answer.abstained and markers and sorted(set(markers)) == sources
     assert sources == [str(c.n) for c in answer.citations]
-    for c in answer.citations:  # document name, location, and the exact quote, highlighted
+    marks = [html.unescape(re.sub(r"<[^>]+>", "", m)) for m in re.findall(r"<mark>(.*?)</mark>", content, re.S)]
+    for c in answer.citations:  # document name, location, and the exact quote highlighted, its markdown rendered
         assert f'<span class="doc">{c.source}</span>' in content and f"line {c.line}" in content
-        assert f"<mark>{html.escape(c.quote).replace(chr(10), '&#10;')}</mark>" in content
+        assert re.sub(r"^([ \t]*)[-*+] ", r"\1• ", re.sub(r"\*\*|^#+ ", "", c.quote, flags=re.M), flags=re.M) in marks
     assert "Searched for" not in content
 
 
@@ -176,8 +216,10 @@ def test_abstained_answer_is_rendered_as_not_covered(built, tmp_path):
 def test_bad_questions_and_a_missing_index_become_messages(tmp_path, built):
     handlers = ChatHandlers(_assistant(built, tmp_path, max_question_chars=50), stream_delay=0)
     assert list(handlers.respond("   ", [])) == [([], "")]
-    _, content = _final(handlers, "长" * 60)
-    assert 'class="error-note"' in content and "limit" in content
+    messages, content = _final(handlers, "长" * 60)  # refused in the chat, not cut
+    assert 'class="error-note"' in content and "limit is 50" in content
+    assert [m["role"] for m in messages] == ["assistant"]  # the question is not shown: the page keeps it in the box
+    assert handlers.refusal("长" * 60) is not None and handlers.refusal("长" * 50) is None
     empty = ChatHandlers(Assistant(Settings(corpus=tmp_path / "none", index=tmp_path / "no-index"),
                                    embedder=FakeEmbedder()), stream_delay=0)
     _, content = _final(empty, "初创公司缺少训练数据怎么办？")
@@ -234,8 +276,49 @@ def _tree(root: Path, skip: tuple[str, ...]) -> list[str]:
     return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.relative_to(root).parts[0] not in skip)
 
 
+def test_a_question_asked_while_the_models_load_waits_and_says_so(built, tmp_path):
+    handlers = ChatHandlers(_assistant(built, tmp_path), stream_delay=0)
+    handlers.ready.clear()  # as start_warm_up leaves it until the models are loaded
+    replies = handlers.respond("初创公司缺少训练数据怎么办？", [])
+    messages, _ = next(replies)
+    assert messages[-1]["content"] == LOADING_MODELS and "Loading the models…" in handlers.status_markdown()
+    handlers.ready.set()
+    *_, (messages, _) = replies
+    assert _numbers(messages[-1]["content"])[1] and "Loading the models" not in handlers.status_markdown()
+    handlers.start_warm_up().join(60)  # the fake models load at once
+    assert handlers.ready.is_set()
+
+
+def test_an_english_question_answered_with_chinese_quotes_offers_the_llm(built, tmp_path, monkeypatch):
+    assistant = _assistant(built, tmp_path)
+    quote = "利用生成对抗网络等技术，对现有数据进行增强，提升数据多样性。"
+    answer = Answer("", f"{quote} [1]", False, (Citation(1, "a.md", 0, len(quote), quote, 0.5, line=1),))
+    monkeypatch.setattr(assistant, "ask_stream", lambda question, query=None, reader=None:
+                        Response.whole(lambda: replace(answer, question=question)))
+    handlers = ChatHandlers(assistant, stream_delay=0)
+    messages, content = _final(handlers, "How can a small startup get enough training data?")
+    assert LANGUAGE_NOTE in content and handlers.offers_llm(messages)
+    messages, content = _final(handlers, "初创公司缺少训练数据怎么办？")
+    assert LANGUAGE_NOTE not in content and not handlers.offers_llm(messages)
+
+
+def test_a_builds_progress_is_one_line_for_any_step():
+    from assistant.ui import ProgressText, _embedding_progress, with_progress
+
+    progress = ProgressText()
+    build = _embedding_progress(progress)  # as the build reports: embedding, and its other steps by name
+    build.stage("reading", 3, 12, "document")
+    assert re.fullmatch(r"Reading documents 3/12 · \d+ s", progress.line())
+    build.stage("checking links", 1, 2, "link")  # a step this page does not know
+    assert progress.line().startswith("checking links 1/2 · ")
+    build(64, 98)
+    assert progress.line().startswith("Embedding passages 64/98 · ")
+    *steps, result = with_progress("Adding…", lambda p: ("report", "status"), lambda: "status")
+    assert result == ("report", "status") and all(r.startswith("**Adding…** ") for r, _ in steps)
+
+
 class GatedEmbedder(FakeEmbedder):
-    """Embeds normally, except in the thread named "rebuild", which waits until the test lets it go on."""
+    """Embeds normally, except in the rebuild's thread ("index-build…"), which waits until the test lets it go on."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -243,7 +326,7 @@ class GatedEmbedder(FakeEmbedder):
         self.release = threading.Event()
 
     def embed_documents(self, texts, titles=None):
-        if threading.current_thread().name == "rebuild":
+        if threading.current_thread().name.startswith("index-build"):
             self.entered.set()
             assert self.release.wait(60), "the test never released the rebuild"
         return super().embed_documents(texts, titles)
@@ -255,19 +338,18 @@ def test_questions_are_answered_from_the_previous_index_while_rebuilding(built, 
     handlers = ChatHandlers(assistant, stream_delay=0)
     assert "5 documents" in handlers.status_markdown()
     (tmp_path / "corpus" / "offsite.md").write_text(OFFSITE, "utf-8")
-    results = []
-    rebuild = threading.Thread(target=lambda: results.append(handlers.rebuild()), name="rebuild")
-    rebuild.start()
+    steps = handlers.rebuild_steps()
     try:
+        report, status = next(steps)  # at once, before anything is read
+        assert report.startswith("**Rebuilding the index…**") and "5 documents" in status
         assert embedder.entered.wait(60), "the rebuild never started embedding"
         _, content = _final(handlers, "初创公司缺少训练数据怎么办？")  # served by the old index meanwhile
         assert _numbers(content)[1] and "offsite.md" not in content
-        assert "5 documents" in handlers.status_markdown()
+        report, status = next(steps)  # half a second later: still waiting to embed, what was done is shown
+        assert re.search(r"\*\* \w[\w ]* \d+/\d+ · \d+ s$", report) and "5 documents" in status
     finally:
         embedder.release.set()
-        rebuild.join(60)
-    assert not rebuild.is_alive()
-    report, status = results[0]
+    *_, (report, status) = steps
     assert "Index rebuilt" in report and "6 documents" in status
     _, content = _final(handlers, "年度团建地点定在哪里？")
     assert '<span class="doc">offsite.md</span>' in content
