@@ -47,7 +47,7 @@ run: index $(if $(filter llm,$(READER)),install-llm models-llm)
 	ASSISTANT_READER=$(READER) $(BIN)/python app.py
 
 test: models browser install-llm models-llm
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test,milvus]'
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test,milvus,langchain]'
 	$(BIN)/python -m pytest -q
 
 browser:

@@ -23,7 +23,9 @@ EPILOG = """configuration (environment): ASSISTANT_HOME (model cache, default ~/
 ASSISTANT_CORPUS, ASSISTANT_INDEX, ASSISTANT_EMBED_MODEL (local folder or hub id), ASSISTANT_EMBED_DTYPE
 (bf16|fp32), ASSISTANT_TOP_K, ASSISTANT_MIN_EVIDENCE, ASSISTANT_CHUNK_SIZE, ASSISTANT_READER (span|extractive|llm),
 ASSISTANT_LLM_MODEL (a .gguf file), ASSISTANT_LLM_THREADS, ASSISTANT_MAX_FILE_MB, ASSISTANT_MAX_DOCUMENT_CHARS
-(longer documents are refused, default 5000000); see README.md."""
+(longer documents are refused, default 5000000), ASSISTANT_HOST, ASSISTANT_PORT, ASSISTANT_API_KEY (when set, the API
+and the page need it; needed to listen on any address but loopback), ASSISTANT_CORS_ORIGINS, ASSISTANT_MAX_REQUEST_KB,
+ASSISTANT_MAX_UPLOAD_MB; see README.md."""
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -78,9 +80,14 @@ def _parser() -> argparse.ArgumentParser:
     _folders(chat, corpus=False)
     _reader(chat)
 
-    serve = sub.add_parser("serve", help="start the chat UI in the browser (default http://127.0.0.1:7860)")
-    serve.add_argument("--host", default=None, help="address to listen on (default ASSISTANT_HOST or 127.0.0.1)")
+    serve = sub.add_parser("serve", help="start the chat page and, on the same port, the HTTP API (/api, described "
+                           "at /api/docs) and an OpenAI-compatible endpoint (/v1); default http://127.0.0.1:7860")
+    serve.add_argument("--host", default=None, help="address to listen on (default ASSISTANT_HOST or 127.0.0.1); "
+                       "any address but a loopback one needs ASSISTANT_API_KEY, which every API call then sends as "
+                       "'Authorization: Bearer <key>' and the page asks for")
     serve.add_argument("--port", type=int, default=None, help="port (default ASSISTANT_PORT or 7860)")
+    serve.add_argument("--cors-origins", default=None, metavar="ORIGINS", help="comma-separated browser origins "
+                       "allowed to call the API (default ASSISTANT_CORS_ORIGINS; none: CORS off)")
     _reader(serve)
     _folders(serve)
 
@@ -397,11 +404,12 @@ def _chat(settings: Settings) -> int:
 
 
 def _serve(args, settings: Settings) -> int:
-    from .ui import serve
+    from . import api
 
-    settings = settings.with_(host=args.host, port=args.port)
+    settings = settings.with_(host=args.host, port=args.port, cors_origins=args.cors_origins)
     settings.validate()
-    serve(_assistant(settings), settings)
+    api.check_exposure(settings)  # before the models: a refused address is one line, at once
+    api.serve(_assistant(settings), settings)
     return 0
 
 

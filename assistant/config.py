@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
 from .errors import ConfigError
@@ -65,6 +65,12 @@ class Settings:
     llm_max_tokens: int = 160
     vector_store: str = ""  # "" = the index folder's FAISS file; milvus-lite:///path/to.db or http://host:19530
     vector_collection: str = "assistant"  # the Milvus collection holding the chunk vectors
+    # `assistant serve`: with a key, every /api and /v1 call needs "Authorization: Bearer <key>" and the page a login;
+    # without one the server only listens on a loopback address (api.check_exposure).
+    api_key: str = field(default="", repr=False)
+    cors_origins: str = ""  # comma-separated origins allowed to call the API from a browser; "" = CORS off
+    max_request_kb: int = 1024  # a JSON request body to /api or /v1 larger than this is refused (413)
+    max_upload_mb: int = 200  # one upload request (all its files) to POST /api/documents; each file: max_file_mb
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None, **overrides) -> Settings:
@@ -87,7 +93,7 @@ class Settings:
         if self.embed_dtype not in ("auto", "bf16", "fp32"):
             raise ConfigError(f"ASSISTANT_EMBED_DTYPE must be auto, bf16 or fp32, not {self.embed_dtype!r}")
         for name in ("embed_batch", "chunk_size", "top_k", "port", "max_question_chars", "max_file_mb",
-                     "max_document_chars"):
+                     "max_document_chars", "max_request_kb", "max_upload_mb"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"ASSISTANT_{name.upper()} must be a positive number")
         if not 1 <= self.port <= 65535:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import errno
+import functools
 import logging
 import os
 import re
@@ -83,6 +84,16 @@ class _Serving:
                      for d in self.index.info.documents)
 
 
+def _one_change_at_a_time(method):
+    """Index changes of one Assistant run one after another (a second one waits), whoever asks for them."""
+    @functools.wraps(method)
+    def serialized(self, *args, **kwargs):
+        with self._changes:
+            return method(self, *args, **kwargs)
+
+    return serialized
+
+
 class Assistant:
     """Answers questions from one index folder. Thread-safe: a rebuild swaps the serving index at the end."""
 
@@ -92,6 +103,7 @@ class Assistant:
         self._readers: dict[str, Reader] = {}
         self.store = open_store(settings.vector_store, settings.vector_collection)  # None: the folder's own file
         self._lock = threading.Lock()
+        self._changes = threading.RLock()  # builds, adds and removes queue here (the page and the API share us)
         self.reader = reader if reader is not None else self.reader_named(settings.reader)
         self._serving: _Serving | None = None
         self._sources = SourceCheck()  # are the cited documents still as indexed?
@@ -153,6 +165,7 @@ class Assistant:
     def reload(self) -> None:
         self._serving = self._load()
 
+    @_one_change_at_a_time
     def build(self, corpus: Path | None = None, rebuild: bool = False, progress: Progress | None = None) -> BuildReport:
         """Index the corpus folder (incrementally); the previous index serves until the new one is complete.
 
@@ -186,6 +199,7 @@ class Assistant:
             self.reload()
         return report
 
+    @_one_change_at_a_time
     def add(self, paths: list[Path], corpus: Path | None = None, progress: Progress | None = None,
             replace: bool = False) -> AddReport:
         """Copy readable documents into the corpus folder, then update the index.
@@ -223,6 +237,7 @@ class Assistant:
         return AddReport(tuple(p.name for p in new), tuple(p.name for p in replaced), tuple(same), tuple(refused),
                          report)
 
+    @_one_change_at_a_time
     def remove(self, sources: list[str | Path], corpus: Path | None = None,
                progress: Progress | None = None) -> RemoveReport:
         """Delete documents from the corpus folder and the index; the other documents' vectors are reused.

@@ -409,3 +409,39 @@ def test_removing_a_document_with_the_real_model_leaves_no_trace(real_settings, 
     assert SECRET not in cited(assistant.ask(QUESTION))
     answer = assistant.ask("初创公司缺少训练数据怎么办？")
     assert not answer.abstained and SECRET not in cited(answer)
+
+
+def test_index_changes_from_two_threads_queue_instead_of_failing(tmp_path):
+    """The page and the HTTP API share one Assistant: a second change waits for the first."""
+    import threading
+
+    from assistant.config import Settings
+    from assistant.pipeline import Assistant
+    from assistant.testing import FakeEmbedder
+
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    (corpus / "a.md").write_text("# A\n\n番茄需要充足的阳光。\n", "utf-8")
+    assistant = Assistant(Settings(corpus=corpus, index=tmp_path / "index", reader="extractive"),
+                          embedder=FakeEmbedder())
+    assistant.build()
+    files = []
+    for n in range(4):
+        path = tmp_path / f"new{n}.md"
+        path.write_text(f"# 第{n}篇\n\n黄瓜{n}需要水。\n", "utf-8")
+        files.append(path)
+    errors = []
+
+    def add(path):
+        try:
+            assistant.add([path])
+        except Exception as exc:  # noqa: BLE001 - collected and checked below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=add, args=(p,)) for p in files]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert sorted(d.source for d in assistant.status().documents) == ["a.md", *(f"new{n}.md" for n in range(4))]
