@@ -12,9 +12,10 @@ import re
 from collections.abc import Callable
 from itertools import groupby
 
+from .explain import why_html
 from .language import is_chinese, printable
 from .generative import UNSUPPORTED
-from .types import Answer, Citation
+from .types import Answer, Citation, IndexedDocument
 
 CONTEXT_CHARS = 120  # document text shown around a cited span
 PENDING = '<span class="pending">Searching the documents…</span>'
@@ -178,7 +179,7 @@ def _source_item(c: Citation, document_text: str | None, label: str, span: Citat
     return (f'<details class="source"><summary><span class="num">{label}</span>'
             f'<span class="doc">{html.escape(printable(c.source))}</span><span class="where">{_where(c)}</span>'
             f'<span class="snippet">{html.escape(snippet)}</span></summary>'
-            f'{_passage(c, document_text, span, anchor)}'
+            f'{_passage(c, document_text, span, anchor)}{why_html(c.why) if c.why is not None else ""}'
             f'<div class="span-info">{html.escape(printable(c.source))} · characters {c.start}–{c.end}</div></details>')
 
 
@@ -307,3 +308,40 @@ def report_markdown(title: str, added: list[str], refused: list[tuple[str, str]]
     lines += [f"✗ **{html.escape(printable(name))}**: {html.escape(reason)}" for name, reason in refused]
     return "  \n".join(lines)
 
+
+def documents_html(documents: tuple[IndexedDocument, ...] | list[IndexedDocument]) -> str:
+    """The document list: each document's title (else its name), name, type, size, date added and number of
+    passages; opened, its preview and a Delete that asks first (the page's DOCUMENTS_JS sends its source)."""
+    if not documents:
+        return '<div class="doc-list empty muted">No documents indexed yet.</div>'
+    items = []
+    for d in documents:
+        name = html.escape(printable(d.source))
+        title = html.escape(printable(d.title)) if d.title else name
+        added = d.added_at.replace("T", " ").replace("Z", " UTC")
+        meta = [f'<span class="doc-name">{name}</span>' if d.title else "", d.kind.upper(), _size(d.bytes),
+                f'<span title="added {added}">{added[:10]}</span>' if added else "",
+                f"{d.chunks} passage{'s' * (d.chunks != 1)}"]
+        source = html.escape(d.source, quote=True)
+        items.append(f'<details class="doc"><summary><span class="doc-title">{title}</span>'
+                     f'<span class="doc-meta">{" · ".join(filter(None, meta))}</span></summary>'
+                     f'<div class="doc-preview">{_html_text(_preview_text(d.preview)) or "<em>(no text)</em>"}</div>'
+                     f'<details class="doc-delete"><summary>Delete…</summary><div class="doc-confirm">Delete '
+                     f'<strong>{name}</strong>? It is removed from the documents folder and the index.</div>'
+                     f'<button class="delete-doc" value="{source}">Delete</button> '
+                     f'<button class="cancel-delete">Cancel</button></details></details>')
+    return f'<div class="doc-list">{"".join(items)}</div>'
+
+
+def _preview_text(preview: str) -> str:
+    """A document's preview (its text's start on one line) without markdown marks: headings, bold, code."""
+    return plain_text(re.sub(r"(^|\s)#{1,6}\s+", r"\1", preview))
+
+
+def _size(n: int) -> str:
+    """A file size as people read it: 512 B, 12.3 KB, 4.1 MB ("" when not recorded)."""
+    if n <= 0:
+        return ""
+    if n < 1024:
+        return f"{n} B"
+    return f"{n / 1024:.1f} KB" if n < 1 << 20 else f"{n / (1 << 20):.1f} MB"

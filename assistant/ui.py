@@ -1,55 +1,44 @@
-"""The chat UI: ``build_app(assistant, settings) -> gradio Blocks``. No module-level app, no work at import.
+"""The chat page's handlers: what its events call, as plain Python tested without a server (``ChatHandlers``).
 
-Gradio is imported inside the functions that need it, after analytics are switched off, so importing
-this module costs nothing and calls nobody. The handlers live in ``ChatHandlers`` (plain Python, tested
-without a server); ``build_app`` only lays out the page and wires events to them. What the page shows is
-rendered by ``render``, follow-up questions are resolved by ``conversation``, uploads are checked by
-``uploads``; the styles are in ``ui.css``.
+The page itself (``build_app``: its layout, wiring and script; ``launch_options``, ``check_port``) is in
+``ui_page``, and importable from here as before. Nothing here imports Gradio. What the page shows is rendered by
+``render``, follow-up questions are resolved by ``conversation``, uploads are checked by ``uploads``, ratings are
+kept by ``feedback``.
 
 The extractive reader answers while the LLM loads (in the background, once) and when the LLM cannot
-be used (the llm extra or the model is missing); a note under the answer says so. ``serve`` loads the
-models when the app starts; questions asked meanwhile wait, and the page says the models are loading.
+be used (the llm extra or the model is missing); a note under the answer says so. ``api.serve`` (the page with
+the API) loads the models when the app starts; questions asked meanwhile wait, and the page says the models are loading.
 """
 from __future__ import annotations
 
-import errno
+import hashlib
 import html
 import logging
-import os
+import shutil
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+import uuid
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor, wait
-from contextlib import closing
-from importlib import resources
 from pathlib import Path
 
+from . import feedback
 from .config import Settings
 from .conversation import is_follow_up, last_question, message_text, resolve_query  # noqa: F401  (re-exported)
 from .errors import AssistantError, IngestError, NoIndexError, QuestionError
+from .ingest import read_document
 from .language import printable
-from .ingest import SUPPORTED, read_document
-from .render import (LANGUAGE_NOTE, LOADING_MODELS, PENDING, answer_markdown, checked_markdown, draft_html,
-                     language_note, note_html, render_answer, render_error, report_markdown, stopped_html,
-                     stream_cuts)
+from .pipeline import DIFFERENT_VERSION
+from .render import (LANGUAGE_NOTE, LOADING_MODELS, PENDING, answer_markdown, checked_markdown, documents_html,
+                     draft_html, language_note, note_html, render_answer, render_error, report_markdown, stream_cuts)
+from .types import Answer
 from .uploads import named_uploads, safe_name, stage_uploads  # noqa: F401  (safe_name: re-exported)
 
 log = logging.getLogger(__name__)
-
-EXAMPLES = (
-    "初创公司缺少训练数据怎么办？",
-    "注意力机制的原理是什么？",
-    "How can a small startup get enough compute?",
-    "What does the GAN example use as its loss?",
-    "大模型训练时怎样让数据输入更快？",
-)
-SANS = ("system-ui", "-apple-system", "Segoe UI", "Noto Sans", "Noto Sans CJK SC", "PingFang SC",
-        "Microsoft YaHei", "Helvetica Neue", "Arial", "sans-serif")
-MONO = ("ui-monospace", "SFMono-Regular", "Menlo", "Consolas", "Noto Sans Mono CJK SC", "DejaVu Sans Mono",
-        "monospace")
-READER_CHOICES = [("Quote + exact span (reader model)", "span"), ("Quote only (fastest)", "extractive"),
-                  ("Write (local LLM, every sentence checked)", "llm")]
+ANSWERS_KEPT = 1000  # answers a page can still rate (the latest, over all tabs)
+WAITING = "a different version is already indexed: answer *Replace* or *Keep* below"
 
 
 # -- which reader answers -----------------------------------------------------------------------------
@@ -108,7 +97,10 @@ def unavailable(error: Exception) -> str:
 
 # -- handlers -----------------------------------------------------------------------------------------
 class ChatHandlers:
-    """What the page's events call. One Assistant (and so one model) serves every browser tab."""
+    """What the page's events call. One Assistant (and so one model) serves every browser tab.
+
+    Each answer it gives carries a key in its message's metadata (``answer_key``), under which it remembers the
+    Answer and the reader that gave it (the latest ``ANSWERS_KEPT``), so that the answer can be rated."""
 
     def __init__(self, assistant, settings: Settings | None = None, stream_delay: float = 0.02) -> None:
         self.assistant = assistant
@@ -117,6 +109,9 @@ class ChatHandlers:
         self.readers = ReaderPicker(assistant)
         self.ready = threading.Event()  # the models are loaded; cleared by start_warm_up until they are
         self.ready.set()
+        self.waiting = WaitingUploads()
+        self._answers: OrderedDict[str, tuple[Answer, str]] = OrderedDict()
+        self._lock = threading.Lock()
 
     def start_warm_up(self) -> threading.Thread:
         """Load the index and the models in the background; questions asked meanwhile wait until ``ready``."""
@@ -153,12 +148,13 @@ class ChatHandlers:
 
         return read_text
 
+    # -- answers --------------------------------------------------------------------------------------
     def respond(self, message: str, history: list | None, reader: str | None = None) -> Iterator[tuple[list, str]]:
         """Stream one answer: the question at once, then the answer growing, then the answer with sources.
 
         ``reader``: "extractive" or "llm" (default: the assistant's reader). A question that is refused (too
         long) is answered by the reason alone; one asked while the models load waits for them, and says so."""
-        history = [{"role": m["role"], "content": message_text(m.get("content"))} for m in history or ()]
+        history = [plain_message(m) for m in history or ()]
         question = (message or "").strip()
         if not question:
             yield history, ""
@@ -196,7 +192,8 @@ class ChatHandlers:
                 time.sleep(self.stream_delay)
         notes = ("" if streamed else language_note(answer)) + note_html(note)
         content = render_answer(answer, self._reader(), body=body, anchor=anchor, notes=notes)
-        yield [*history, {"role": "assistant", "content": content}], ""
+        key = self._remember(answer, getattr(chosen or self.assistant.reader, "name", ""))
+        yield [*history, {"role": "assistant", "content": content, "metadata": {"id": key}}], ""
 
     def refusal(self, message: str) -> QuestionError | None:
         """Why a question is refused before it is searched for (too long, say); None for one that is asked."""
@@ -211,13 +208,49 @@ class ChatHandlers:
         """Whether the last answer offers to ask again with the LLM (an English question, Chinese quotes)."""
         return bool(messages) and LANGUAGE_NOTE in message_text(messages[-1].get("content"))
 
-    def add_files(self, files, progress: Callable | None = None, replace: bool = False) -> tuple[str, str]:
+    def _remember(self, answer: Answer, reader: str) -> str:
+        key = uuid.uuid4().hex
+        with self._lock:
+            self._answers[key] = (answer, reader)
+            while len(self._answers) > ANSWERS_KEPT:
+                self._answers.popitem(last=False)
+        return key
+
+    def can_rate(self, message: dict) -> bool:
+        """Whether ``message`` is an answer this page gave that can still be rated."""
+        with self._lock:
+            return answer_key(message) in self._answers
+
+    def rate(self, message: dict, rating: int, comment: str = "") -> None:
+        """Keep a rating (+1 or -1, an optional comment) of the answer in chat ``message``, beside the index, with
+        its question, text, citations and reader (``feedback``). AssistantError for a message that is not such an
+        answer (an error, a stopped answer, one given before the app restarted), or when it cannot be saved."""
+        with self._lock:
+            rated = self._answers.get(answer_key(message) or "")
+        if rated is None:
+            raise AssistantError("only the answers given since the app started can be rated")
+        answer, reader = rated
+        feedback.append(feedback.feedback_path(self.settings.index),
+                        feedback.record(answer.to_dict(), rating, comment, reader=reader))
+
+    # -- documents ------------------------------------------------------------------------------------
+    def add_steps(self, files, session: str | None = None) -> Iterator[tuple[str, str]]:
+        """``add_files``, with what it is doing shown as it goes: (report, index status) every half second."""
+        def work(progress):
+            return self.add_files(files, progress, session=session)
+
+        yield from with_progress("Adding documents…", work, self.status_markdown)
+
+    def add_files(self, files, progress: Callable | None = None, replace: bool = False,
+                  session: str | None = None) -> tuple[str, str]:
         """Add uploaded files to the corpus and the index; returns (report, index status) as markdown.
 
-        ``replace``: replace a document of the same name whose content differs (else it is refused)."""
+        ``replace``: replace a document of the same name whose content differs. Else such a file is refused; with
+        a browser ``session``, it waits for the user's answer (``replace_steps``, ``keep_waiting``)."""
         uploads = named_uploads(files)
         if not uploads:
             return "", self.status_markdown()
+        waiting: list[str] = []
         with tempfile.TemporaryDirectory(prefix="assistant-upload-") as staging:
             staged, refused = stage_uploads(uploads, Path(staging), self.settings.max_file_mb << 20)
             if not staged:
@@ -226,16 +259,67 @@ class ChatHandlers:
             try:
                 report = self.assistant.add(staged, progress=_embedding_progress(progress), replace=replace)
             except AssistantError as exc:
-                return report_markdown("Nothing added", [], [*refused, ("index", str(exc))]), self.status_markdown()
+                return (report_markdown("Nothing added", [], [*refused, ("index", self._message(exc))]),
+                        self.status_markdown())
+            if session:
+                waiting = [name for name, reason in report.refused if reason == DIFFERENT_VERSION]
+                self.waiting.keep(session, [Path(staging, name) for name in waiting])
         changed = [*report.added, *report.replaced]
         counts = [f"{verb} {len(names)} document{'s' * (len(names) != 1)}"
                   for verb, names in (("added", report.added), ("replaced", report.replaced)) if names]
-        title = ", ".join(counts).capitalize() or ("Already indexed" if report.already_indexed else "Nothing added")
+        title = ", ".join(counts).capitalize() or ("Already indexed" if report.already_indexed else
+                                                   "Replace it?" if waiting else "Nothing added")
         n = report.build.embedded_chunks
         detail = f"{n} new passage{'s' * (n != 1)} indexed in {time.monotonic() - t0:.1f} s" if changed else ""
         names = [*report.added, *(f"{name} (replaced)" for name in report.replaced),
                  *(f"{name} (already indexed)" for name in report.already_indexed)]
-        return report_markdown(title, names, [*refused, *report.refused], detail), self.status_markdown()
+        refused += [(name, WAITING if name in waiting else reason) for name, reason in report.refused]
+        return report_markdown(title, names, refused, detail), self.status_markdown()
+
+    def replace_steps(self, session: str) -> Iterator[tuple[str, str]]:
+        """Replace the documents of the names this session's waiting uploads have by those uploads (the user
+        answered Replace), with progress as ``add_steps``; the waiting uploads are deleted after."""
+        paths = self.waiting.paths(session)
+        try:
+            if not paths:
+                yield "**Nothing to replace** (the upload is no longer kept; add it again)", self.status_markdown()
+                return
+            yield from with_progress("Replacing…", lambda progress: self.add_files(paths, progress, replace=True),
+                                     self.status_markdown)
+        finally:
+            self.waiting.discard(session)
+
+    def keep_waiting(self, session: str) -> str:
+        """The user answered Keep: this session's waiting uploads are deleted; the report says what was kept."""
+        names = [path.name for path in self.waiting.paths(session)]
+        self.waiting.discard(session)
+        return report_markdown("Kept the indexed version", names, [], "the upload was not added") if names else ""
+
+    def remove_steps(self, source: str) -> Iterator[tuple[str, str]]:
+        """``remove_documents`` of one document, with what it is doing shown as it goes (as ``rebuild_steps``)."""
+        yield from with_progress(f"Deleting {html.escape(printable(source))}…",
+                                 lambda progress: self.remove_documents([source], progress), self.status_markdown)
+
+    def remove_documents(self, sources: Iterable[str], progress: Callable | None = None) -> tuple[str, str]:
+        """Delete documents (by ``IndexedDocument.source``) from the corpus folder and the index; returns (report,
+        index status). The previous index answers until the new one is written, and still does if that fails."""
+        sources = list(sources)
+        try:
+            report = self.assistant.remove(sources, progress=_embedding_progress(progress))
+        except AssistantError as exc:
+            return (report_markdown("Nothing deleted", [], [(", ".join(sources), self._message(exc))]),
+                    self.status_markdown())
+        n = len(report.removed)
+        return (report_markdown(f"Deleted {n} document{'s' * (n != 1)}", list(report.removed), [],
+                                f"{report.documents} documents, {report.chunks} passages left · "
+                                f"{report.seconds:.1f} s"), self.status_markdown())
+
+    def documents_html(self) -> str:
+        """The document list (``render.documents_html``) of the serving index; empty when there is none."""
+        try:
+            return documents_html(self.assistant.status().documents)
+        except AssistantError:
+            return documents_html(())
 
     def rebuild_steps(self) -> Iterator[tuple[str, str]]:
         """``rebuild``, with what it is doing shown as it goes: (report, index status) every half second."""
@@ -246,10 +330,18 @@ class ChatHandlers:
         try:
             report = self.assistant.build(rebuild=True, progress=_embedding_progress(progress))
         except AssistantError as exc:
-            return report_markdown("Rebuild failed", [], [("index", str(exc))]), self.status_markdown()
+            return report_markdown("Rebuild failed", [], [("index", self._message(exc))]), self.status_markdown()
         return (report_markdown("Index rebuilt", [], list(report.skipped),
                                 f"{report.documents} documents, {report.chunks} passages in {report.seconds:.1f} s"),
                 self.status_markdown())
+
+    def _message(self, error: Exception) -> str:
+        """An error's message for the page: the index and corpus folders named, not their server paths."""
+        text = str(error)
+        for folder in (self.settings.index, self.settings.corpus):
+            for path in {str(folder.resolve()), str(folder)}:
+                text = text.replace(path, folder.name)
+        return text
 
     def status_updates(self) -> Iterator[str]:
         """The index status for a page that opens, and again once the models are loaded (while they load)."""
@@ -267,16 +359,68 @@ class ChatHandlers:
             status = self.assistant.status()
         except AssistantError as exc:
             title = "No index yet." if isinstance(exc, NoIndexError) else "Index not usable."
-            return f"**{title}** {html.escape(str(exc))}\n\nAdd documents below, or press *Rebuild index*."
+            return (f"**{title}** {html.escape(self._message(exc))}\n\n"
+                    "Add documents below, or press *Rebuild index*.")
         built = status.built_at.replace("T", " ").replace("Z", " UTC")
         lines = [f"**{len(status.documents)} documents · {status.chunks} passages**",
                  f"<span class='muted'>model {html.escape(status.embedding_model)}<br>built {built}</span>"]
-        if status.documents:
-            items = "".join(f"<li>{html.escape(printable(d.source))}</li>" for d in status.documents)
-            lines.append(f"<details class='doc-list'><summary>Documents</summary><ul>{items}</ul></details>")
         if status.skipped:
             lines.append(f"<span class='muted'>{len(status.skipped)} files skipped when indexing</span>")
         return "\n\n".join(lines)
+
+
+def answer_key(message: dict) -> str | None:
+    """The key under which ChatHandlers remembers the Answer a chat message shows (its metadata id), if any."""
+    metadata = message.get("metadata") if isinstance(message, dict) else None
+    key = metadata.get("id") if isinstance(metadata, dict) else None
+    return key if isinstance(key, str) else None
+
+
+def plain_message(message: dict) -> dict:
+    """A chat message as the handlers keep it: its role, its text and, for an answer, the key to its Answer."""
+    plain = {"role": message["role"], "content": message_text(message.get("content"))}
+    key = answer_key(message)
+    return {**plain, "metadata": {"id": key}} if key else plain
+
+
+class WaitingUploads:
+    """Uploads waiting for the user's answer (a different version of a document of that name is indexed: replace
+    it?), in a folder per browser session inside a temporary folder made when first needed. A session's folder
+    is deleted when the user answers or the session ends (``discard``); the temporary folder with the last one."""
+
+    def __init__(self) -> None:
+        self._root: Path | None = None
+        self._lock = threading.Lock()
+
+    def _folder(self, session: str) -> Path | None:
+        return None if self._root is None else self._root / hashlib.sha256(session.encode()).hexdigest()[:32]
+
+    def keep(self, session: str, paths: list[Path]) -> None:
+        """Move ``paths`` (staged uploads) into the session's folder, replacing earlier ones of the same names."""
+        if not paths:
+            return
+        with self._lock:
+            if self._root is None:
+                self._root = Path(tempfile.mkdtemp(prefix="assistant-waiting-"))
+            folder = self._folder(session)
+            folder.mkdir(exist_ok=True)
+            for path in paths:
+                shutil.move(path, folder / path.name)
+
+    def paths(self, session: str) -> list[Path]:
+        with self._lock:
+            folder = self._folder(session)
+            return sorted(folder.iterdir()) if folder is not None and folder.is_dir() else []
+
+    def discard(self, session: str) -> None:
+        with self._lock:
+            folder = self._folder(session)
+            if folder is None:
+                return
+            shutil.rmtree(folder, ignore_errors=True)
+            if not any(self._root.iterdir()):
+                self._root.rmdir()
+                self._root = None
 
 
 class ProgressText:
@@ -325,152 +469,6 @@ def _embedding_progress(progress: Callable | None) -> Callable[[int, int], None]
     return embedding
 
 
-# -- the page -----------------------------------------------------------------------------------------
-def _gradio():
-    os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"  # before the import: no version check, no telemetry
-    os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
-    import gradio as gr
-
-    return gr
-
-
-def build_app(assistant, settings: Settings | None = None, stream_delay: float = 0.02,
-              handlers: ChatHandlers | None = None):
-    """The chat page for ``assistant``: chat with cited answers, and a documents panel. Nothing runs yet.
-
-    ``handlers``: the page's ChatHandlers (``serve`` passes them, to warm the models up first)."""
-    gr = _gradio()
-    settings = settings or assistant.settings
-    handlers = handlers or ChatHandlers(assistant, settings, stream_delay)
-
-    def turn(replies: Iterator[tuple[list, str]], keep_text: bool):
-        """The page's outputs for one answer: the box is cleared once, when the question is taken (kept when it is
-        refused, or not taken from the box); Ask is disabled and Stop shown until the answer is complete, when the
-        chat is saved in the browser. Stop closes ``replies``: the reader stops writing (and lets go of the LLM)."""
-        skip, messages = gr.skip(), []
-        with closing(replies):
-            for i, (messages, _) in enumerate(replies):
-                yield (messages, skip, skip, skip, skip, skip) if i else (
-                    messages, gr.update(interactive=False), gr.update(visible=True), gr.update(visible=False), skip,
-                    skip if keep_text else "")
-        yield skip, *idle(offer=handlers.offers_llm(messages)), messages, skip
-
-    def idle(offer: bool = False) -> tuple:  # Ask, Stop, "Ask again with the LLM" when no answer runs
-        return gr.update(interactive=True), gr.update(visible=False), gr.update(visible=offer)
-
-    def ask_question(message, history, reader):
-        yield from turn(handlers.respond(message, history, reader), handlers.refusal(message) is not None)
-
-    def ask_again(history):  # the last question, written by the LLM
-        yield from turn(handlers.respond(last_question(history), history, "llm"), keep_text=True)
-
-    def ask_example(history, reader, evt):
-        text = evt.value.get("text", "") if isinstance(evt.value, dict) else ""
-        yield from turn(handlers.respond(text, history, reader), keep_text=True)
-
-    ask_example.__annotations__ = {"evt": gr.SelectData}  # a real class: Gradio passes the clicked example
-
-    def stop_answer(history):
-        history = [{"role": m["role"], "content": message_text(m.get("content"))} for m in history or ()]
-        if history and history[-1]["role"] == "assistant":
-            history[-1]["content"] = stopped_html(history[-1]["content"])
-        return history, *idle(), history
-
-    def add_documents(files, progress=gr.Progress()):
-        report, status = handlers.add_files(files, progress)
-        return report, status, None
-
-    with gr.Blocks(title="Ask your documents", analytics_enabled=False) as app:
-        saved = gr.BrowserState([], storage_key="assistant-conversation")  # the chat, kept across page reloads
-        with gr.Row(equal_height=False, elem_id="layout"):
-            with gr.Column(scale=3, min_width=320, elem_id="conversation"):
-                gr.Markdown("## Ask your documents\n<span class='muted'>Answers are quoted verbatim from the "
-                            "documents, each with its numbered source. Ask in Chinese or English; follow-up "
-                            "questions build on the previous one.</span>", elem_id="intro")
-                chatbot = gr.Chatbot(show_label=False, elem_id="chat", height=640, layout="bubble",
-                                     examples=[{"text": q} for q in EXAMPLES], feedback_options=None,
-                                     allow_tags=False, buttons=[], autoscroll=True,
-                                     placeholder="<div class='empty'>Ask a question about the documents, "
-                                                 "or try one of these:</div>")
-                again = gr.Button("Ask again with the LLM", size="sm", visible=False, elem_id="ask-llm")
-                with gr.Row(elem_id="ask-row"):
-                    question = gr.Textbox(show_label=False, placeholder="Ask a question… e.g. 那第二点具体怎么做？",
-                                          scale=8, lines=1, max_lines=6, autofocus=True, elem_id="question")
-                    send = gr.Button("Ask", variant="primary", scale=1, min_width=72, elem_id="ask")
-                    stop = gr.Button("Stop", variant="stop", scale=1, min_width=72, visible=False, elem_id="stop")
-                with gr.Row(elem_id="chat-tools"):
-                    reader_choice = gr.Radio(READER_CHOICES, value=settings.reader, label="Answers", scale=4,
-                                             min_width=320, elem_id="reader")  # on a phone: a row of its own
-                    new = gr.Button("New conversation", size="sm", scale=1, min_width=160, elem_id="new-conversation")
-                reader = gr.State(settings.reader)  # not part of the API: API calls use the default reader
-                api_ask = gr.Button(visible=False)  # the /ask endpoint: (question, history) -> (history, "")
-            with gr.Column(scale=1, min_width=260, elem_id="documents"):
-                gr.Markdown("### Documents")
-                status = gr.Markdown("Loading the index…", elem_id="index-status")
-                files = gr.File(label="Add documents", file_count="multiple", type="filepath", elem_id="upload",
-                                height=120)
-                gr.Markdown(f"<span class='muted'>{' '.join(s.lstrip('.') for s in SUPPORTED)} · up to "
-                            f"{settings.max_file_mb} MB each</span>")
-                report = gr.Markdown(elem_id="upload-report")
-                rebuild = gr.Button("Rebuild index", size="sm", elem_id="rebuild")
-
-        chat = [chatbot, send, stop, again, saved]  # what an answer changes, and the box it clears once
-        chat_io = {"outputs": [*chat, question], "concurrency_id": "ask", "concurrency_limit": 4,
-                   "show_progress": "hidden", "api_visibility": "private"}
-        answers = [send.click(ask_question, [question, chatbot, reader], **chat_io),
-                   again.click(ask_again, chatbot, **chat_io),
-                   chatbot.example_select(ask_example, [chatbot, reader], **chat_io)]
-        # Enter clicks Ask, so that a question cannot be sent while Ask is disabled (an answer runs)
-        question.submit(None, js="() => document.querySelector('#ask:not([disabled])')?.click()")
-        stop.click(stop_answer, chatbot, chat, cancels=answers, api_visibility="private")
-        new.click(lambda: ([], *idle(), []), None, chat, cancels=answers, api_visibility="private")
-        chatbot.clear(lambda: [], None, saved, api_visibility="private")  # the chat's own trash button
-        app.load(lambda messages: messages, saved, chatbot, api_visibility="private")  # the chat before a reload
-        api_ask.click(handlers.respond, [question, chatbot], [chatbot, question], api_name="ask",
-                      concurrency_id="ask", concurrency_limit=4)
-        reader_choice.change(lambda choice: choice, reader_choice, reader, api_visibility="private")
-        index_io = {"concurrency_id": "index", "concurrency_limit": 1}  # one build at a time; they queue
-        files.upload(add_documents, [files], [report, status, files], api_name="add_documents", **index_io)
-        rebuild.click(handlers.rebuild_steps, None, [report, status], api_name="rebuild", show_progress="hidden",
-                      **index_io)
-        app.load(handlers.status_updates, None, status, api_visibility="private", show_progress="hidden",
-                 concurrency_limit=None)
-    return app
-
-
-def _css() -> str:
-    """The page's styles (assistant/ui.css), read when the page is launched."""
-    return resources.files(__package__).joinpath("ui.css").read_text("utf-8")
-
-
-# The page's script: an [n] marker opens and shows its source; Copy puts the answer's text on the clipboard.
-PAGE_JS = """() => document.addEventListener("click", (event) => {
-  const link = event.target.closest("a.cite-link");
-  const source = link && document.getElementById(link.getAttribute("href").slice(1))?.closest("details");
-  if (source) {
-    event.preventDefault();
-    source.open = true;
-    source.scrollIntoView({behavior: "smooth", block: "nearest"});
-  }
-  const copy = event.target.closest("button.copy-answer");
-  if (copy) {
-    navigator.clipboard.writeText(copy.value).then(() => {
-      copy.textContent = "Copied";
-      setTimeout(() => { copy.textContent = "Copy"; }, 1500);
-    });
-  }
-})"""
-
-
-def launch_options(settings: Settings) -> dict:
-    """Keyword arguments for ``Blocks.launch``: local only, offline page, our theme and styles."""
-    gr = _gradio()
-    theme = gr.themes.Default(primary_hue="indigo", neutral_hue="slate", font=list(SANS), font_mono=list(MONO))
-    return {"server_name": settings.host, "server_port": settings.port, "share": False, "theme": theme,
-            "css": _css(), "js": PAGE_JS, "footer_links": ["api"], "max_file_size": f"{settings.max_file_mb}mb",
-            "ssr_mode": False, "pwa": False, "mcp_server": False, "enable_monitoring": False, "show_error": False}
-
-
 def warm_up(assistant) -> None:
     """Load the index and the model before the first question (run in a background thread)."""
     try:
@@ -481,26 +479,14 @@ def warm_up(assistant) -> None:
         log.warning("not ready yet: %s", exc)
 
 
-def check_port(host: str, port: int) -> None:
-    """AssistantError (one line) when ``host:port`` cannot be listened on: taken, or not this machine's."""
-    import socket
-
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the web server sets it
-        try:
-            probe.bind((host, port))
-        except OSError as exc:
-            taken = exc.errno == errno.EADDRINUSE
-            raise AssistantError(
-                f"port {port} on {host} is already in use (another `assistant serve`?): pick a free one with "
-                "--port N or ASSISTANT_PORT" if taken else f"cannot listen on {host}:{port}: {exc.strerror}") from None
+_PAGE = ("build_app", "launch_options", "check_port")
 
 
-def serve(assistant, settings: Settings) -> None:
-    """Start the app on settings.host:settings.port and block; the models load in the background meanwhile."""
-    check_port(settings.host, settings.port)
-    handlers = ChatHandlers(assistant, settings)
-    handlers.start_warm_up()
-    build_app(assistant, settings, handlers=handlers).launch(**launch_options(settings))
+def __getattr__(name: str):
+    """The page's functions (``ui_page``), importable from here as before; loaded when first asked for (PEP 562),
+    since ``ui_page`` imports this module."""
+    if name in _PAGE:
+        from . import ui_page
 
+        return getattr(ui_page, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

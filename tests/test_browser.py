@@ -19,7 +19,7 @@ import pytest
 
 from assistant.reader import Response
 from assistant.testing import FakeEmbedder
-from assistant.types import Answer, Citation
+from assistant.types import Answer, Citation, Why
 from test_ui import OFFSITE, _assistant, _free_port, built, running_app  # noqa: F401  (built: a fixture)
 
 pytestmark = [pytest.mark.e2e, pytest.mark.filterwarnings("ignore::DeprecationWarning:gradio.queueing")]
@@ -31,6 +31,7 @@ ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-f
 ANSWER = 240_000  # ms: the first answer loads the model on a busy 2-core machine
 WAIT = 20_000  # ms: the page in this process, with the fake embedder
 QUESTION = "初创公司缺少训练数据怎么办？"
+SPAN_QUESTION = "Transformer 文本分类示例里 d_model 设为多少？"  # the real reader model's span: 512
 
 
 @pytest.fixture(scope="module")
@@ -47,39 +48,64 @@ def browser():
         browser.close()
 
 
+# Scroll the opened source's passage to its answer span, then the chat to the end of the answer, the source under it
+SHOW_SOURCE = """(chat, source) => {
+  const passage = source.querySelector(".passage"), span = passage.querySelector("strong.answer-span");
+  passage.scrollTop += span.getBoundingClientRect().top - passage.getBoundingClientRect().top - 110;
+  chat.scrollTop += source.getBoundingClientRect().top - chat.getBoundingClientRect().top - 90;
+}"""
+
+
 def _local(url: str) -> bool:
     parsed = urlparse(url)
     return parsed.scheme in ("data", "blob") or parsed.hostname in ("127.0.0.1", "localhost")
 
 
 def test_chat_in_a_real_browser(browser, real_index, tmp_path):
+    """The real model: an answer with its exact span, a source opened with "why this passage", the document list;
+    the README's screenshot (1400 x 1000) is taken then. An upload is indexed, listed and answers."""
+    from playwright.sync_api import expect
+
     screenshot = Path(os.environ.get("ASSISTANT_SCREENSHOT") or tmp_path / "screenshot.png")
     with running_app(tmp_path, real_index) as url:
-        page = browser.new_page(viewport={"width": 1360, "height": 940}, device_scale_factor=1)
+        page = browser.new_page(viewport={"width": 1400, "height": 1000}, device_scale_factor=1)
         requests: list[str] = []
         page.on("request", lambda request: requests.append(request.url))
         page.goto(url)
         status = page.locator("#index-status")
         status.get_by_text("5 documents").wait_for()
+        documents = page.locator("#document-list details.doc")
+        expect(documents).to_have_count(5)
+        expect(documents.first.locator(".doc-title")).to_have_text("大模型创业的航向标：行业痛点及解决方案")
 
-        # ask in Chinese; the answer arrives with a numbered, expandable source
-        page.locator("#question textarea").fill("初创公司缺少训练数据怎么办？")
+        # ask in Chinese; the answer leads with its exact span, and arrives with a numbered, expandable source
+        page.locator("#question textarea").fill(SPAN_QUESTION)
         page.locator("#question textarea").press("Enter")
         source = page.locator("details.source").first
         source.wait_for(timeout=ANSWER)
         answer = page.locator("#chat .message-row.bot-row").last
         assert answer.locator(".cite").first.inner_text() == "[1]"
-        assert re.search(r"数据增强", answer.inner_text())
-        summary = source.locator("summary")
+        assert answer.locator(".quoted").first.inner_text().startswith("512")
+        summary = source.locator(":scope > summary")
         assert "000_6d8c0b3cedab2c30.txt" in summary.inner_text() and "line" in summary.inner_text()
         summary.click()
         highlighted = source.locator("mark").first
         highlighted.wait_for()
-        assert "数据增强" in highlighted.inner_text()
+        assert "d_model" in highlighted.inner_text()
+        expect(source.locator("mark strong.answer-span")).to_have_text("512")  # the span, inside its passage
+        why = source.locator("details.why")
+        why.locator("summary").click()
+        expect(why.locator("li").first).to_contain_text(re.compile(r"cosine 0\.\d{3} \(dense #\d+\)"))
         page.set_viewport_size({"width": 400, "height": 940})  # a phone: the answer's sources do not widen the page
         width = page.evaluate("document.documentElement.scrollWidth")
         assert width <= 402, f"at 400 px, after an answer, the page is {width} px wide"
-        page.set_viewport_size({"width": 1360, "height": 940})
+        page.set_viewport_size({"width": 1400, "height": 1000})
+        page.locator("#chat .bubble-wrap").evaluate(SHOW_SOURCE, source.element_handle())
+        expect(source.locator("strong.answer-span")).to_be_in_viewport()
+        documents.first.locator(":scope > summary").click()  # a document opened: its preview
+        expect(documents.first.locator(".doc-preview")).to_contain_text("大模型")
+        screenshot.parent.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(screenshot))
 
         # upload a document; it is indexed and listed
         upload = tmp_path / "团建安排.md"
@@ -88,9 +114,7 @@ def test_chat_in_a_real_browser(browser, real_index, tmp_path):
         page.locator("#upload-report").get_by_text("Added 1 document").wait_for(timeout=ANSWER)
         status.get_by_text("6 documents").wait_for()
         assert "团建安排.md" in page.locator("#upload-report").inner_text()
-        source.scroll_into_view_if_needed()
-        screenshot.parent.mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=str(screenshot))
+        expect(documents.filter(has_text="团建安排.md").locator(".doc-title")).to_have_text("团队团建")
 
         # the new document answers
         page.locator("#question textarea").fill("年度团建去哪里？")
@@ -376,3 +400,183 @@ def test_chat_basics_in_a_real_browser(browser, built, tmp_path):
         page.reload()
         page.locator("#index-status").get_by_text(re.compile(r"\d+ documents")).wait_for(timeout=WAIT)
         expect(page.locator("#chat .message-row")).to_have_count(0)
+
+
+# -- documents, uploads, ratings and "why this passage" (issue 16) ----------------------------------------
+WHY = Why(0.612, 1, 7.31, 2, ("训练", "数据"), 1, 2.4)
+LAST = "004_bbdcb1c1b08f7d82.txt"  # the default corpus's last document: "产品定位：大模型创业的核心"
+
+
+def test_documents_are_listed_and_one_is_deleted_after_confirming_with_progress(browser, built, tmp_path,
+                                                                                monkeypatch):
+    from playwright.sync_api import expect
+
+    import assistant.pipeline as pipeline
+
+    assistant = _assistant(built, tmp_path)
+    entered, go, build_index = threading.Event(), threading.Event(), pipeline.build_index
+
+    def gated(*args, **kwargs):  # the documents are read (and that is reported); the index waits for the test
+        entered.set()
+        assert go.wait(60), "the test never let the build go on"
+        return build_index(*args, **kwargs)
+
+    monkeypatch.setattr(pipeline, "build_index", gated)
+    try:
+        with served(browser, assistant, width=1400) as page:
+            documents = page.locator("#document-list details.doc")
+            expect(documents).to_have_count(5, timeout=WAIT)
+            last = documents.filter(has_text=LAST)
+            expect(last.locator(".doc-title")).to_have_text("产品定位：大模型创业的核心")
+            expect(last.locator(".doc-meta")).to_have_text(
+                re.compile(rf"^{LAST} · TXT · [\d.]+ KB · \d{{4}}-\d\d-\d\d · \d+ passages$"))
+            preview = last.locator(".doc-preview")
+            expect(preview).to_be_hidden()
+            last.locator(":scope > summary").click()
+            expect(preview).to_be_visible()
+            assert len(preview.inner_text()) > 100
+
+            # Delete asks first; Cancel deletes nothing
+            confirm = last.locator(".doc-confirm")
+            last.get_by_text("Delete…").click()
+            expect(confirm).to_contain_text(f"Delete {LAST}?")
+            last.get_by_role("button", name="Cancel").click()
+            expect(confirm).to_be_hidden()
+            assert not entered.is_set() and len(assistant.status().documents) == 5
+
+            last.get_by_text("Delete…").click()
+            last.get_by_role("button", name="Delete", exact=True).click()
+            report = page.locator("#upload-report")
+            expect(report).to_contain_text(re.compile(rf"Deleting {LAST}… Reading documents 4/4 · \d+ s"), timeout=WAIT)
+            expect(page.locator("#index-status")).to_contain_text("5 documents")  # the previous index serves
+            assert entered.is_set() and page.evaluate(UNCOVERED, "#upload-report")
+            go.set()
+            expect(report).to_contain_text("Deleted 1 document", timeout=WAIT)
+            expect(documents).to_have_count(4, timeout=WAIT)
+            expect(page.locator("#document-list")).not_to_contain_text(LAST)
+            expect(page.locator("#index-status")).to_contain_text("4 documents")
+            assert not (assistant.settings.corpus / LAST).exists()
+
+            documents.first.locator(":scope > summary").click()  # a phone: the list does not widen the page
+            page.set_viewport_size({"width": 400, "height": 900})
+            expect(documents.first.locator(".doc-preview")).to_be_visible()
+            width = page.evaluate("document.documentElement.scrollWidth")
+            assert width <= 402, f"at 400 px, with the document list, the page is {width} px wide"
+    finally:
+        go.set()
+
+
+def test_uploads_show_progress_say_already_indexed_and_ask_before_replacing(browser, built, tmp_path):
+    from playwright.sync_api import expect
+
+    from assistant.ui import ChatHandlers
+
+    embedder = GatedBuild()
+    assistant = _assistant(built, tmp_path, embedder=embedder)
+    handlers = ChatHandlers(assistant, stream_delay=0)
+    corpus = assistant.settings.corpus
+
+    def upload(page, text: str) -> None:
+        folder = tmp_path / f"upload-{len(list(tmp_path.glob('upload-*')))}"
+        folder.mkdir()
+        (folder / "offsite.md").write_text(text, "utf-8")
+        page.locator("#upload input[type=file]").set_input_files(str(folder / "offsite.md"))
+
+    try:
+        with served(browser, assistant, handlers) as page:
+            report, replace = page.locator("#upload-report"), page.locator("#replace-question")  # in #replace-confirm
+            embedder.armed.set()
+            upload(page, OFFSITE)
+            expect(report).to_contain_text(re.compile(r"Adding documents… (Reading|Splitting|Embedding|Indexing)"
+                                                      r"\D*\d+/\d+ · \d+ s"), timeout=WAIT)
+            assert page.evaluate(UNCOVERED, "#upload-report") and page.evaluate(UNCOVERED, "#index-status")
+            embedder.armed.clear()
+            embedder.go.set()
+            expect(report).to_contain_text("Added 1 document", timeout=WAIT)
+            expect(page.locator("#document-list .doc-title", has_text="团队团建")).to_be_visible(timeout=WAIT)
+
+            upload(page, OFFSITE)  # the same file again
+            expect(report).to_contain_text("Already indexed", timeout=WAIT)
+            expect(report).to_contain_text("offsite.md (already indexed)")
+
+            upload(page, "# 团建改期\n\n团建改在十一月。")  # same name, new content: asks; Keep keeps the old one
+            expect(replace).to_be_visible(timeout=WAIT)
+            expect(replace).to_contain_text("Replace offsite.md?")
+            assert (corpus / "offsite.md").read_text("utf-8") == OFFSITE
+            page.locator("#keep").click()
+            expect(replace).to_be_hidden()
+            expect(report).to_contain_text("Kept the indexed version")
+            assert (corpus / "offsite.md").read_text("utf-8") == OFFSITE and handlers.waiting._root is None
+
+            upload(page, "# 团建改期\n\n团建改在十一月。")  # again; Replace replaces it
+            expect(replace).to_contain_text("Replace offsite.md?", timeout=WAIT)
+            page.locator("#replace").click()
+            expect(report).to_contain_text("Replaced 1 document", timeout=WAIT)
+            expect(replace).to_be_hidden()
+            expect(page.locator("#document-list .doc-title", has_text="团建改期")).to_be_visible(timeout=WAIT)
+            assert "十一月" in (corpus / "offsite.md").read_text("utf-8") and handlers.waiting._root is None
+    finally:
+        embedder.go.set()
+
+
+def _cited_answer(assistant) -> Answer:
+    """A scripted answer quoting the first document, its source explained (``WHY``)."""
+    from assistant.ingest import read_document
+
+    corpus = Path(assistant.status().corpus)
+    text = read_document(corpus / "000_6d8c0b3cedab2c30.txt", corpus).text
+    quote = "2. **数据增强：** 利用生成对抗网络（GAN）等技术，对现有数据进行增强，提升数据多样性。"
+    start = text.index(quote)
+    citation = Citation(1, "000_6d8c0b3cedab2c30.txt", start, start + len(quote), quote, 0.9,
+                        line=text.count("\n", 0, start) + 1, why=WHY)
+    return Answer("", f"{quote} [1]", False, (citation,))
+
+
+def test_a_thumbs_down_with_a_comment_is_stored_with_the_question_and_its_citations(browser, built, tmp_path):
+    import json
+
+    from playwright.sync_api import expect
+
+    from assistant.feedback import feedback_path
+
+    assistant = _assistant(built, tmp_path)
+    answer = _cited_answer(assistant)
+    assistant.ask_stream = Scripted(answer)
+    stored = feedback_path(assistant.settings.index)
+    with served(browser, assistant) as page:
+        _ask(page, QUESTION)
+        _bot(page).locator("details.source").wait_for(timeout=WAIT)
+        page.locator("#chat button[aria-label=Dislike]").last.click()
+        note = page.locator("#feedback-note")
+        expect(note).to_contain_text("Rated down", timeout=WAIT)
+        assert not stored.exists()  # not before Save: the comment goes with the rating
+        page.locator("#feedback-comment textarea").fill("数据增强不是我问的")
+        page.locator("#save-rating").click()
+        expect(note).to_contain_text("Saved", timeout=WAIT)
+        expect(page.locator("#feedback-comment")).to_be_hidden()
+    line, = stored.read_text("utf-8").splitlines()
+    rating = json.loads(line)
+    assert (rating["rating"], rating["comment"], rating["question"]) == (-1, "数据增强不是我问的", QUESTION)
+    c = answer.citations[0]
+    assert rating["citations"] == [{"n": 1, "source": c.source, "start": c.start, "end": c.end, "quote": c.quote}]
+    assert rating["answer"] == answer.text and rating["reader"] == assistant.reader.name
+
+
+def test_why_this_passage_is_collapsed_under_its_source_and_opens(browser, built, tmp_path):
+    from playwright.sync_api import expect
+
+    assistant = _assistant(built, tmp_path)
+    assistant.ask_stream = Scripted(_cited_answer(assistant))
+    with served(browser, assistant) as page:
+        _ask(page, QUESTION)
+        source = _bot(page).locator("details.source")
+        source.wait_for(timeout=WAIT)
+        source.locator(":scope > summary").click()
+        why = source.locator("details.why")
+        expect(why.locator("summary")).to_have_text("why this passage")
+        expect(why).not_to_have_attribute("open", "")
+        expect(why.locator("ul")).to_be_hidden()
+        why.locator("summary").click()
+        expect(why).to_have_attribute("open", "")
+        expect(why.locator("li")).to_have_text(["cosine 0.612 (dense #1)", "BM25 7.31 (#2; matched: 训练, 数据)",
+                                                "fused #1", "answerability +2.4"])

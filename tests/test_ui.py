@@ -27,7 +27,7 @@ from assistant.config import Settings
 from assistant.errors import IngestError
 from assistant.pipeline import Assistant
 from assistant.reader import Response
-from assistant.types import Answer, Citation
+from assistant.types import Answer, Citation, Why
 from assistant.conversation import message_text
 from assistant.render import (LANGUAGE_NOTE, LOADING_MODELS, PENDING, answer_markdown, answer_text, join_lines,
                               language_note, markdown_html, render_answer, stopped_html, stream_cuts)
@@ -114,6 +114,22 @@ def test_source_shows_the_cited_span_highlighted_in_its_context():
     assert "doc.md" in content and "line 4" in content
     sources = content.split('<div class="sources">')[1].split('<div class="answer-tools">')[0].rstrip()
     assert "\n\n" not in sources  # one HTML block: markdown cannot break it
+
+
+def test_each_source_explains_why_its_passage_was_chosen_collapsed():
+    why = Why(0.6123, 1, 7.314, 2, ("训练", "数据"), 1, 2.37)
+    cited = Citation(1, "a.md", 0, 4, "训练数据", 0.5, line=1, why=why)
+    content = render_answer(Answer("q", "训练数据 [1]", False, (cited, replace(cited, n=2, why=None))))
+    first, second = re.findall(r'<details class="source">.*?<div class="span-info">', content)
+    block = re.search(r'<details class="why"><summary>why this passage</summary><ul>(.*?)</ul></details>', first)
+    assert block, first
+    assert re.findall(r"<li>(.*?)</li>", block.group(1)) == ["cosine 0.612 (dense #1)",
+                                                             "BM25 7.31 (#2; matched: 训练, 数据)", "fused #1",
+                                                             "answerability +2.4"]
+    assert 'class="why"' not in second  # no explanation recorded: none shown
+    assert " open" not in block.group(0)  # collapsed until the user opens it
+    abstained = render_answer(Answer("q", "not covered", True, (), (cited,)))
+    assert "cosine 0.612" in abstained  # related reading is explained too
 
 
 # -- uploads ------------------------------------------------------------------------------------------
@@ -236,7 +252,7 @@ def test_uploaded_document_becomes_answerable(built, tmp_path):
     steps = []
     report, status = handlers.add_files([str(upload)], progress=lambda step, **kw: steps.append(step))
     assert "Added 1 document" in report and "offsite.md" in report
-    assert "6 documents" in status and "offsite.md" in status
+    assert "6 documents" in status and '<span class="doc-title">团队团建</span>' in handlers.documents_html()
     assert steps and steps[-1][0] == steps[-1][1]  # the progress bar reached the end
     assert (tmp_path / "corpus" / "offsite.md").read_text("utf-8") == OFFSITE
     _, content = _final(handlers, "年度团建地点定在哪里？")
@@ -479,12 +495,12 @@ def test_served_app_answers_a_corpus_question_with_citations(real_index, tmp_pat
 
 
 def test_serve_command_starts_the_ui_with_host_and_port(monkeypatch, tmp_path):
+    import assistant.api as api
     import assistant.cli as cli
-    import assistant.ui as ui
 
     started = []
     monkeypatch.setattr(cli, "_assistant", lambda settings: "the assistant")
-    monkeypatch.setattr(ui, "serve", lambda assistant, settings: started.append((assistant, settings)))
+    monkeypatch.setattr(api, "serve", lambda assistant, settings: started.append((assistant, settings)))
     assert cli.main(["serve", "--host", "127.0.0.2", "--port", "8123", "--index", str(tmp_path / "i"),
                      "--corpus", str(tmp_path / "c")]) == 0
     (assistant, settings), = started
