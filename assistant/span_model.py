@@ -155,7 +155,8 @@ class SpanReaderModel:
         with torch.no_grad():
             table = self.base.embed_tokens.weight
             hidden = torch.nn.functional.embedding(input_ids, table).float() * self.base.config.hidden_size ** 0.5
-            return run_layers(self.base, self.low, hidden, attention_mask, self.types[:self.frozen])
+            dtype = next(self.low.parameters()).dtype  # float32, or bfloat16 where the CPU computes it natively
+            return run_layers(self.base, self.low, hidden.to(dtype), attention_mask, self.types[:self.frozen])
 
     def upper(self, hidden, attention_mask):
         """Start and end scores (batch, tokens, 2) from the frozen layers' hidden states."""
