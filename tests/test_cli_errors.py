@@ -116,7 +116,7 @@ SLOW_BUILD = ("import sys, time; import assistant.pipeline as p; from assistant.
               "class Slow(FakeEmbedder):\n"
               "    def embed_passages(self, texts, titles, units):\n"
               "        sys.stderr.write(f'faiss loaded: {\"faiss\" in sys.modules}\\n'); sys.stderr.flush()\n"
-              "        time.sleep(0.5); return super().embed_passages(texts, titles, units)\n"
+              "        time.sleep(5); return super().embed_passages(texts, titles, units)\n"
               "p.make_embedder = lambda settings, show_progress=False: Slow()\n"
               "from assistant.cli import main; raise SystemExit(main(sys.argv[1:]))")
 
