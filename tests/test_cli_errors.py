@@ -121,13 +121,19 @@ SLOW_BUILD = ("import sys, time; import assistant.pipeline as p; from assistant.
               "from assistant.cli import main; raise SystemExit(main(sys.argv[1:]))")
 
 
+def _default_sigint() -> None:
+    """In the child, Ctrl-C as in a terminal: an earlier test's server may have left SIGINT ignored in this
+    process, and an ignored signal stays ignored across exec."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_ctrl_c_during_a_build_ends_with_one_line_and_code_130(tmp_path, corpus):
     for n in range(40):
         (corpus / f"doc{n}.md").write_text(f"# 第{n}篇\n\n" + "番茄需要充足的阳光。" * 40, "utf-8")
     env = {**os.environ, "ASSISTANT_HOME": str(tmp_path / "home"), "HF_HUB_OFFLINE": "1"}
     child = subprocess.Popen([sys.executable, "-c", SLOW_BUILD, "index", "build", "--corpus", str(corpus),
                               "--index", str(tmp_path / "index")], stderr=subprocess.PIPE, stdout=subprocess.PIPE,
-                             env=env)
+                             env=env, preexec_fn=_default_sigint)
     seen = b""
     deadline = time.monotonic() + 120
     while b"faiss loaded" not in seen and time.monotonic() < deadline:  # the first batch is being embedded
