@@ -47,7 +47,7 @@ run: index $(if $(filter llm,$(READER)),install-llm models-llm)
 	ASSISTANT_READER=$(READER) $(BIN)/python app.py
 
 test: models browser install-llm models-llm
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test,milvus,langchain]'
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test,milvus,milvus-server,langchain]'
 	$(BIN)/python -m pytest -q
 
 browser:
@@ -57,7 +57,7 @@ test-fast: install
 	$(BIN)/python -m pytest -q -m "not e2e and not slow"
 
 bench: models
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test,bench,milvus]'
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test,bench,milvus,milvus-server]'
 	$(BIN)/python -m bench.speed
 	$(BIN)/python -m bench.stores
 	$(BIN)/python -m bench.hybrid

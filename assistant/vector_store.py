@@ -32,6 +32,12 @@ STORE_FORMAT_VERSION = 1
 _PROPERTY = "assistant.manifest"  # the collection property holding the store manifest (JSON)
 _BATCH = 1000  # rows per insert / get / delete request (768 float32 x 1000 = 3 MB, well under gRPC's 64 MB)
 _REBUILD = "rebuild it with `assistant index build --rebuild`"
+# Every read at Session consistency: a process sees its own writes (a build, then its count and answers), and
+# reads what the server holds without waiting for a time tick. pymilvus' default, Bounded, reads a snapshot about
+# 5 s old on a Milvus server (a count right after a build missed 3,000 of 20,000 rows); Strong waits for the next
+# time tick, 400 ms a search on Milvus 2.3.5 (so only a delete waits for it: MilvusStore._until_visible). Milvus
+# Lite reads its own writes at any level.
+_CONSISTENCY = "Session"
 
 
 class VectorStore(Protocol):
@@ -180,7 +186,8 @@ class MilvusStore:
 
     Fields: ``id`` (the chunk key, primary), ``source`` (for deleting a document) and ``vector``
     (FLAT index, inner product: exact search, so answers match the FAISS folder's). The store
-    manifest is a collection property.
+    manifest is a collection property. Run with pymilvus 3.0.2 against Milvus Lite 3.2.2
+    (tests/test_vector_store.py) and a Milvus 2.3.5 standalone server (tests/test_milvus_server.py).
     """
 
     persistent = True
@@ -289,14 +296,16 @@ class MilvusStore:
     # -- rows ---------------------------------------------------------------------------------------
     def count(self) -> int:
         self._ensure_loaded()
-        rows = self._call("counting", self.client.query, self.collection, filter="", output_fields=["count(*)"])
+        rows = self._call("counting", self.client.query, self.collection, filter="", output_fields=["count(*)"],
+                          consistency_level=_CONSISTENCY)
         return int(rows[0]["count(*)"])
 
     def search(self, query: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         self._ensure_loaded()
         found = self._call("searching", self.client.search, self.collection,
                            data=[np.asarray(query, dtype=np.float32).tolist()], limit=k, anns_field="vector",
-                           search_params={"metric_type": "IP", "params": self.search_params}, output_fields=["id"])
+                           search_params={"metric_type": "IP", "params": self.search_params}, output_fields=["id"],
+                           consistency_level=_CONSISTENCY)
         hits = found[0]
         return (np.fromiter((h["id"] for h in hits), dtype=np.int64, count=len(hits)),
                 np.fromiter((h["distance"] for h in hits), dtype=np.float32, count=len(hits)))
@@ -307,7 +316,7 @@ class MilvusStore:
         got: dict[int, list[float]] = {}
         for a in range(0, len(ids), _BATCH):
             rows = self._call("reading vectors", self.client.get, self.collection, ids=ids[a:a + _BATCH],
-                              output_fields=["vector"])
+                              output_fields=["vector"], consistency_level=_CONSISTENCY)
             got.update((int(r["id"]), r["vector"]) for r in rows)
         missing = [i for i in ids if i not in got]
         if missing:
@@ -325,10 +334,20 @@ class MilvusStore:
         ids = [int(i) for i in ids]
         for a in range(0, len(ids), _BATCH):
             self._call("deleting vectors", self.client.delete, self.collection, ids=ids[a:a + _BATCH])
+        if ids:
+            self._until_visible()
 
     def delete_document(self, source: str) -> None:
         self._call("deleting a document", self.client.delete, self.collection,
                    filter=f"source == {json.dumps(source, ensure_ascii=False)}")
+        self._until_visible()
+
+    def _until_visible(self) -> None:
+        """Return once reads see the deletes: one Strong read. Session does not wait for them, as a Milvus 2.3
+        server's delete reply carries no timestamp (pymilvus keeps the last insert's); Milvus Lite: no wait."""
+        self._ensure_loaded()
+        self._call("waiting for the delete", self.client.query, self.collection, filter="",
+                   output_fields=["count(*)"], consistency_level="Strong")
 
 
 def _reason(exc: BaseException) -> str:
