@@ -22,14 +22,8 @@ from assistant.span_model import SpanScore
 from assistant.span_reader import SpanReader
 from assistant.testing import FakeEmbedder
 from assistant.types import Answer, Chunk, Citation, Document, Hit, Why
+from test_retriever import TEXTS  # the retriever tests' corpus (tests/ is on the path)
 
-TEXTS = {
-    "garden.md": "# 园艺\n\n番茄需要充足的阳光和每天浇水。黄瓜喜欢温暖潮湿的环境。",
-    "cooking.md": "# Cooking\n\nBoil the pasta in salted water for nine minutes. Drain and add olive oil.",
-    "network.md": "# 网络\n\n路由器重启后需要等待两分钟。Wi-Fi password is printed on the router label.",
-    "history.txt": "The printing press was invented around 1440. It changed how knowledge spread in Europe.",
-    "space.txt": "月球绕地球一周大约需要二十七天。火星上有太阳系最高的火山。",
-}
 QUERIES = ["番茄 浇水 阳光", "how long to boil pasta in salted water", "路由器 重启 password", "火星 火山", "印刷 press"]
 
 

@@ -22,19 +22,13 @@ from assistant.index_store import read_manifest  # noqa: E402
 from assistant.pipeline import Assistant  # noqa: E402
 from assistant.testing import FakeEmbedder  # noqa: E402
 from scripts.milvus_server import MilvusServer, ServerError  # noqa: E402
+import test_vector_store  # noqa: E402  (tests/ is on the path, as test_load imports test_ui)
 
 pytestmark = pytest.mark.slow  # a server process (about 3 s to start, once per module)
 
 ROOT = Path(__file__).resolve().parent.parent
-TEXTS = {
-    "fruit.md": "# 水果\n\n苹果是一种常见的水果，富含维生素。香蕉产自热带地区。\n\n## 储存\n\n"
-                "苹果应放在阴凉处保存。香蕉不宜放进冰箱。葡萄要冷藏。",
-    "python.md": "# Python\n\nPython is a programming language. It is popular for data science.\n\n"
-                 "Lists and dicts are built in. Functions are first class objects.",
-    "travel.txt": "出发前检查护照和签证。\n行李不要超过二十公斤。\n\n机场安检需要提前两小时到达。",
-}
-QUESTIONS = ["苹果应该怎么保存？", "What is Python popular for?", "去机场要提前多久？", "Are functions objects?",
-             "香蕉产自哪里？"]
+TEXTS = test_vector_store.TEXTS  # the Milvus Lite tests' corpus, so both stores answer the same questions
+QUESTIONS = [*test_vector_store.QUESTIONS, "香蕉产自哪里？"]
 # The binary cannot run at all (not a fault of ours): the only reasons to skip rather than fail.
 CANNOT_RUN = ("error while loading shared libraries", "cannot execute binary file", "Exec format error")
 
