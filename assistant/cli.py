@@ -167,10 +167,34 @@ def _models(args, settings: Settings) -> int:
         raise AssistantError(f"unknown model {args.name!r}; known: {', '.join(models.CARRIED)}")
     if args.action == "fetch":
         folder = models.fetch(spec, settings.home, progress=lambda m: print(m, file=sys.stderr))
+        if spec is models.EMBEDDING_GEMMA and not settings.embed_model and settings.reader_runtime != "torch":
+            _prepare_reader_runtime(settings)
     else:
         folder = models.verify(spec, settings.home, progress=lambda m: print(m, file=sys.stderr))
     print(folder)
     return 0
+
+
+def _prepare_reader_runtime(settings: Settings) -> None:
+    """The ONNX export of the reader model, made once from the verified weights (about a minute)."""
+    from . import onnx_reader
+    from .models import resolve_reader_weights, sha256_file
+    from .pipeline import make_embedder
+    from .span_reader import prepare_runtime
+
+    if not onnx_reader.available():
+        print("onnxruntime is not installed: the reader model runs in torch", file=sys.stderr)
+        return
+    embedder = make_embedder(settings)
+    weights = resolve_reader_weights(settings.reader_model)
+    folder = onnx_reader.export_folder(settings.home, sha256_file(weights), embedder.weights_sha256)
+    if onnx_reader.ready(folder):
+        print(f"reader model for ONNX Runtime ready in {folder}", file=sys.stderr)
+        return
+    print("exporting the reader model to ONNX (once, about a minute) …", file=sys.stderr, flush=True)
+    folder = prepare_runtime(embedder, weights, settings.home)
+    print(f"reader model for ONNX Runtime ready in {folder} (checked against torch, sha256 recorded)",
+          file=sys.stderr)
 
 
 def _index(args, settings: Settings) -> int:

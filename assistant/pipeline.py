@@ -144,7 +144,8 @@ class Assistant:
             from .span_reader import SpanReader
 
             self._readers["_span"] = SpanReader(self.embedder, resolve_reader_weights(self.settings.reader_model),
-                                                min_evidence=self.settings.min_evidence or DEFAULT_MIN_EVIDENCE)
+                                                min_evidence=self.settings.min_evidence or DEFAULT_MIN_EVIDENCE,
+                                                runtime=self.settings.reader_runtime, home=self.settings.home)
         return self._readers["_span"]
 
     # -- the index ---------------------------------------------------------------------------------

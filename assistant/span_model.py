@@ -92,27 +92,72 @@ def run_layers(base, layers, hidden, attention_mask, layer_types):
     return hidden
 
 
-class SpanReaderModel:
-    """Bottom (frozen, shared) layers + fine-tuned top layers + norm + start/end head.
+LORA_TARGETS = ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
+                "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj")
 
-    ``base`` is the embedding model's Gemma3TextModel; its embedding table and first ``frozen``
-    layers are used as they are. ``top`` holds copies of layers ``frozen .. layers-1``.
+
+def _lora_linear(linear, rank: int, alpha: float):
+    """``linear`` plus a trainable low-rank update ``scale * B @ A`` (B starts at zero: no change at first)."""
+    import torch
+
+    class LoRALinear(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.base = linear
+            self.a = torch.nn.Parameter(torch.empty(rank, linear.in_features, dtype=linear.weight.dtype))
+            self.b = torch.nn.Parameter(torch.zeros(linear.out_features, rank, dtype=linear.weight.dtype))
+            torch.nn.init.kaiming_uniform_(self.a, a=5 ** 0.5)
+            self.scale = alpha / rank
+
+        def forward(self, x):
+            return self.base(x) + (x @ self.a.t() @ self.b.t()) * self.scale
+
+        def merged(self):
+            with torch.no_grad():
+                self.base.weight += (self.b @ self.a * self.scale).to(self.base.weight.dtype)
+            return self.base
+
+    return LoRALinear()
+
+
+class SpanReaderModel:
+    """Bottom layers + fine-tuned top layers + norm + start/end head.
+
+    ``base`` is the embedding model's Gemma3TextModel; its embedding table is used as it is. The
+    first ``frozen`` layers are its own, shared (no memory), or, with ``lora_rank``, copies adapted
+    by low-rank updates (stored small, merged into the copies for reading). ``top`` holds fine-tuned
+    copies of layers ``frozen .. layers-1``.
     """
 
-    def __init__(self, base, frozen: int, layers: int, own_bottom: bool = False) -> None:
+    def __init__(self, base, frozen: int, layers: int, own_bottom: bool = False, lora_rank: int = 0,
+                 lora_alpha: float = 0.0) -> None:
         import torch
 
         if not 0 < frozen < layers <= base.config.num_hidden_layers:
             raise ValueError(f"need 0 < frozen ({frozen}) < layers ({layers}) <= {base.config.num_hidden_layers}")
+        if lora_rank < 0:
+            raise ValueError("lora_rank must be >= 0")
         self.base = base
         self.frozen = frozen
         self.layers = layers
+        self.lora_rank = lora_rank
+        self.lora_alpha = lora_alpha or 2.0 * lora_rank
         self.types = list(base.config.layer_types[:layers])
         self.top = torch.nn.ModuleList([copy.deepcopy(base.layers[i]) for i in range(frozen, layers)])
-        # A float32 copy of the frozen layers when the shared model runs in another precision (bf16
-        # is emulated, and slow, on CPUs without AVX-512 BF16); the embedding table stays shared.
+        # A float32 copy of the bottom layers when the shared model runs in another precision (bf16
+        # is emulated, and slow, on CPUs without AVX-512 BF16) or when they are adapted (LoRA); the
+        # embedding table stays shared.
+        own_bottom = own_bottom or lora_rank > 0
         self.low = (torch.nn.ModuleList([copy.deepcopy(base.layers[i]).float() for i in range(frozen)])
                     if own_bottom else base.layers[:frozen])
+        self.lora: dict[str, object] = {}
+        for i, layer in enumerate(self.low if lora_rank else []):
+            for target in LORA_TARGETS:
+                parent_name, attr = target.split(".")
+                parent = getattr(layer, parent_name)
+                wrapped = _lora_linear(getattr(parent, attr), lora_rank, self.lora_alpha)
+                setattr(parent, attr, wrapped)
+                self.lora[f"{i}.{target}"] = wrapped
         self.norm = copy.deepcopy(base.norm)
         self.head = torch.nn.Linear(base.config.hidden_size, 2)
         torch.nn.init.normal_(self.head.weight, std=0.02)
@@ -120,22 +165,44 @@ class SpanReaderModel:
 
     # -- weights -----------------------------------------------------------------------------------
     def trainable(self) -> list:
-        return [*self.top.parameters(), *self.norm.parameters(), *self.head.parameters()]
+        lora = [p for m in self.lora.values() for p in (m.a, m.b)]
+        return [*lora, *self.top.parameters(), *self.norm.parameters(), *self.head.parameters()]
 
     def state_dict(self) -> dict:
-        out = {f"top.{k}": v for k, v in self.top.state_dict().items()}
+        out = {f"lora.{k}.{n}": getattr(m, n) for k, m in self.lora.items() for n in ("a", "b")}
+        out.update({f"top.{k}": v for k, v in self.top.state_dict().items()})
         out.update({f"norm.{k}": v for k, v in self.norm.state_dict().items()})
         out.update({f"head.{k}": v for k, v in self.head.state_dict().items()})
         return out
 
     def load_state_dict(self, state: dict) -> None:
+        import torch
+
         groups = {"top": self.top, "norm": self.norm, "head": self.head}
         for name, module in groups.items():
             part = {k[len(name) + 1:]: v for k, v in state.items() if k.startswith(name + ".")}
             module.load_state_dict(part, strict=True)
-        unknown = [k for k in state if k.split(".", 1)[0] not in groups]
+        lora = {k[len("lora."):]: v for k, v in state.items() if k.startswith("lora.")}
+        wanted = {f"{k}.{n}" for k in self.lora for n in ("a", "b")}
+        if set(lora) != wanted:
+            raise ValueError(f"the reader weights' low-rank tensors do not fit this model "
+                             f"({len(lora)} given, {len(wanted)} expected)")
+        with torch.no_grad():
+            for key, value in lora.items():
+                name, part = key.rsplit(".", 1)
+                getattr(self.lora[name], part).copy_(value)
+        unknown = [k for k in state if k.split(".", 1)[0] not in (*groups, "lora")]
         if unknown:
             raise ValueError(f"unexpected tensors in reader weights: {unknown[:3]}")
+
+    def merge(self) -> SpanReaderModel:
+        """Fold the low-rank updates into the bottom copies (for reading: as fast as plain layers)."""
+        for key, module in self.lora.items():
+            i, target = key.split(".", 1)
+            parent_name, attr = target.split(".")
+            setattr(getattr(self.low[int(i)], parent_name), attr, module.merged())
+        self.lora = {}
+        return self
 
     def to(self, dtype) -> SpanReaderModel:
         """The trained part in ``dtype`` (the frozen layers keep theirs)."""
@@ -144,19 +211,57 @@ class SpanReaderModel:
         return self
 
     def train(self, mode: bool = True) -> None:
-        for m in (self.top, self.norm, self.head):
+        for m in (self.top, self.norm, self.head, *([self.low] if self.lora else [])):
             m.train(mode)
 
     # -- forward -----------------------------------------------------------------------------------
     def bottom(self, input_ids, attention_mask):
-        """Hidden states after the frozen layers (no gradient)."""
+        """Hidden states after the bottom layers (with a gradient only for low-rank updates in training)."""
+        import contextlib
+
+        import torch
+
+        hidden = self.embed(input_ids)
+        with torch.no_grad() if not (self.lora and torch.is_grad_enabled()) else contextlib.nullcontext():
+            dtype = next(self.low.parameters()).dtype  # float32, or bfloat16 where the CPU computes it natively
+            return run_layers(self.base, self.low, hidden.to(dtype), attention_mask, self.types[:self.frozen])
+
+    def embed(self, input_ids):
+        """The scaled token embeddings the first layer reads (float32), from the shared table."""
         import torch
 
         with torch.no_grad():
             table = self.base.embed_tokens.weight
-            hidden = torch.nn.functional.embedding(input_ids, table).float() * self.base.config.hidden_size ** 0.5
-            dtype = next(self.low.parameters()).dtype  # float32, or bfloat16 where the CPU computes it natively
-            return run_layers(self.base, self.low, hidden.to(dtype), attention_mask, self.types[:self.frozen])
+            return torch.nn.functional.embedding(input_ids, table).float() * self.base.config.hidden_size ** 0.5
+
+    def graph(self):
+        """All the layers, the norm and the head as one ``torch.nn.Module`` ``(embedded, mask) -> logits``, for
+        exporting (onnx_reader.py): its attention masks are plain padding masks, which is what
+        ``run_layers`` computes too for inputs shorter than the sliding window (MAX_LEN <= 512)."""
+        import torch
+
+        if self.lora:
+            raise ValueError("merge the low-rank updates before exporting")
+        if MAX_LEN >= self.base.config.sliding_window:
+            raise ValueError("windows as long as the sliding window need its mask in the graph")
+        owner = self
+
+        class ReaderGraph(torch.nn.Module):
+            def __init__(self) -> None:
+                super().__init__()
+                self.low, self.top, self.norm, self.head = owner.low, owner.top, owner.norm, owner.head
+                self.rotary = owner.base.rotary_emb
+
+            def forward(self, hidden, mask):
+                positions = torch.arange(hidden.shape[1]).unsqueeze(0)
+                allowed = (mask[:, None, None, :] > 0).expand(-1, 1, hidden.shape[1], -1)
+                rope = {t: self.rotary(hidden, positions, t) for t in sorted(set(owner.types))}
+                for layer, kind in zip([*self.low, *self.top], owner.types, strict=True):
+                    hidden = layer(hidden.to(layer.input_layernorm.weight.dtype), attention_mask=allowed,
+                                   position_embeddings=rope[kind], position_ids=positions)
+                return self.head(self.norm(hidden.to(self.head.weight.dtype)))
+
+        return ReaderGraph().eval()
 
     def upper(self, hidden, attention_mask):
         """Start and end scores (batch, tokens, 2) from the frozen layers' hidden states."""
@@ -222,9 +327,12 @@ def score_windows(model: SpanReaderModel, tokenizer, question: str, passages: li
     return [b if b is not None else SpanScore(0, 0, float("-inf"), 0.0) for b in best]
 
 
-def metadata(frozen: int, layers: int, base_sha256: str, **extra) -> dict[str, str]:
+def metadata(frozen: int, layers: int, base_sha256: str, lora_rank: int = 0, lora_alpha: float = 0.0,
+             **extra) -> dict[str, str]:
     """The safetensors header metadata of the reader weights (strings only)."""
     info = {"format": "assistant-span-reader/1", "frozen": str(frozen), "layers": str(layers),
             "base_sha256": base_sha256, "max_len": str(MAX_LEN)}
+    if lora_rank:
+        info.update({"lora_rank": str(lora_rank), "lora_alpha": str(lora_alpha)})
     info.update({k: json.dumps(v) if not isinstance(v, str) else v for k, v in extra.items()})
     return info

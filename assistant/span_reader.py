@@ -29,6 +29,10 @@ from .config import native_bf16
 from .embedding import Embedder
 from .errors import ModelError
 from .reader import DEFAULT_MIN_EVIDENCE, ExtractiveReader, Passages, Reading, Response, cite_passage
+from .models import sha256_file
+from .onnx_reader import RUNTIMES, OnnxSpanModel, export, export_folder
+from .onnx_reader import available as onnx_available
+from .onnx_reader import ready as onnx_ready
 from .span_model import SpanReaderModel, SpanScore, score_windows
 
 log = logging.getLogger(__name__)
@@ -36,11 +40,15 @@ log = logging.getLogger(__name__)
 DEFAULT_MODEL_FLOOR = 0.35  # below this cosine evidence nothing answers, whatever the model says
 
 
-def load_reader_model(embedder: Embedder, weights: Path, bf16: bool = False) -> tuple[SpanReaderModel, object, float]:
-    """(model, tokenizer, threshold) from the reader weights, sharing the embedder's bottom layers.
+def load_reader_model(embedder: Embedder, weights: Path, bf16: bool = False, runtime: str = "torch",
+                      home: Path | None = None) -> tuple[SpanReaderModel | OnnxSpanModel, object, float]:
+    """(model, tokenizer, threshold) from the reader weights, sharing the embedder's token embeddings.
 
-    ``bf16``: run in bf16 with a bf16 embedder on a CPU that computes bf16 natively (1.9x faster, but the same
-    span for only 98.8% of 500 CMRC dev questions, below the 99% asked of a default: BENCHMARKS.md); else float32."""
+    ``runtime``: "torch"; "onnx" (ONNX Runtime, float32: the export in ``home`` is made first if missing,
+    about a minute); "auto" (ONNX Runtime where it is installed and the export exists, else torch).
+    ``bf16`` (torch only): run in bf16 with a bf16 embedder on a CPU that computes bf16 natively (1.9x faster,
+    but the same span for only 98.8% of 500 CMRC dev questions, below the 99% asked of a default:
+    BENCHMARKS.md); else float32."""
     import torch
     from safetensors import safe_open
     from safetensors.torch import load_file
@@ -60,15 +68,49 @@ def load_reader_model(embedder: Embedder, weights: Path, bf16: bool = False) -> 
     if transformer is None:
         raise ModelError("the reader model needs the sentence-transformers embedder (its bottom layers are shared)")
     base = transformer()
+    tokenizer = embedder._load().tokenizer
+    threshold = float(meta["threshold"])
+    folder = None
+    if runtime not in RUNTIMES:
+        raise ModelError(f"ASSISTANT_READER_RUNTIME must be {', '.join(RUNTIMES)}, not {runtime!r}")
+    if runtime == "onnx" or (runtime == "auto" and not bf16 and onnx_available()):
+        if bf16:
+            raise ModelError("the bf16 reader runs in torch only: set ASSISTANT_READER_RUNTIME=torch")
+        if home is None:
+            raise ValueError("the ONNX runtime needs the model cache folder (home)")
+        folder = export_folder(home, sha256_file(weights), getattr(embedder, "weights_sha256", "")
+                               or str(getattr(embedder, "location", "")))
+        if onnx_ready(folder):
+            return OnnxSpanModel(base, folder), tokenizer, threshold
+        if runtime == "auto":
+            log.info("no ONNX export of the reader model yet (`assistant models fetch` makes it): using torch")
+            folder = None
     # In float32 (with a float32 copy of the shared layers when the embedder is in bf16), or in bf16 sharing them.
     shared = base.embed_tokens.weight.dtype
     dtype = torch.bfloat16 if bf16 and shared == torch.bfloat16 and native_bf16() else torch.float32
-    model = SpanReaderModel(base, int(meta["frozen"]), int(meta["layers"]), own_bottom=shared != dtype).to(dtype)
-    model.load_state_dict({k: v.to(dtype) for k, v in state.items()})
+    lora = int(meta.get("lora_rank", "0"))  # bottom layers adapted: own float32 copies, updates merged in
+    model = SpanReaderModel(base, int(meta["frozen"]), int(meta["layers"]), own_bottom=shared != dtype,
+                            lora_rank=lora, lora_alpha=float(meta.get("lora_alpha", "0"))).to(dtype)
+    model.load_state_dict({k: v.to(torch.float32 if k.startswith("lora.") else dtype) for k, v in state.items()})
+    model.merge()
     model.train(False)
     for p in model.trainable():
         p.requires_grad_(False)
-    return model, embedder._load().tokenizer, float(meta["threshold"])
+    if folder is not None:  # runtime "onnx" without an export: make it from this model, then serve it
+        if not onnx_available():
+            raise ModelError("ASSISTANT_READER_RUNTIME=onnx needs onnxruntime: run `make install`")
+        export(model, tokenizer, folder)
+        return OnnxSpanModel(base, folder), tokenizer, threshold
+    return model, tokenizer, threshold
+
+
+def prepare_runtime(embedder: Embedder, weights: Path, home: Path) -> Path | None:
+    """Make the ONNX export of the reader model if it is missing (``assistant models fetch``); its folder,
+    or None where onnxruntime is not installed."""
+    if not onnx_available():
+        return None
+    model = load_reader_model(embedder, weights, runtime="onnx", home=home)[0]
+    return model.folder
 
 
 @dataclass(frozen=True)
@@ -85,7 +127,7 @@ class Answerability:
 
     def __init__(self, embedder: Embedder, weights: Path, min_evidence: float = DEFAULT_MIN_EVIDENCE,
                  floor: float = DEFAULT_MODEL_FLOOR, candidates: int = 3, threshold: float | None = None,
-                 rerank: bool = False) -> None:
+                 rerank: bool = False, runtime: str = "torch", home: Path | None = None) -> None:
         if candidates <= 0 or floor > min_evidence:
             raise ValueError("candidates must be positive and floor at most min_evidence")
         self.embedder = embedder
@@ -95,6 +137,8 @@ class Answerability:
         self.candidates = candidates
         self.threshold = threshold
         self.rerank = rerank
+        self.runtime = runtime
+        self.home = home
         self._loaded = None
         self._lock = threading.Lock()
 
@@ -106,9 +150,11 @@ class Answerability:
         """(model, tokenizer, threshold), loaded on first use."""
         with self._lock:
             if self._loaded is None:
-                model, tokenizer, threshold = load_reader_model(self.embedder, self.weights)
+                model, tokenizer, threshold = load_reader_model(self.embedder, self.weights, runtime=self.runtime,
+                                                                home=self.home)
                 self._loaded = (model, tokenizer, threshold if self.threshold is None else self.threshold)
-                log.info("loaded reader model %s (threshold %.2f)", self.weights.name, self._loaded[2])
+                log.info("loaded reader model %s (threshold %.2f, %s)", self.weights.name, self._loaded[2],
+                         "onnxruntime" if isinstance(model, OnnxSpanModel) else "torch")
             return self._loaded
 
     def score(self, passages: Passages, count: int) -> list[SpanScore]:
@@ -138,10 +184,12 @@ class SpanReader:
 
     def __init__(self, embedder: Embedder, weights: Path, candidates: int = 3, threshold: float | None = None,
                  span_prob: float = 0.2, span_chars: int = 60, min_evidence: float = DEFAULT_MIN_EVIDENCE,
-                 floor: float = DEFAULT_MODEL_FLOOR, rerank: bool = False) -> None:
+                 floor: float = DEFAULT_MODEL_FLOOR, rerank: bool = False, runtime: str = "torch",
+                 home: Path | None = None) -> None:
         if span_chars <= 0 or not 0 <= span_prob <= 1:
             raise ValueError("span_chars must be positive and span_prob in [0, 1]")
-        self.gate = Answerability(embedder, weights, min_evidence, floor, candidates, threshold, rerank)
+        self.gate = Answerability(embedder, weights, min_evidence, floor, candidates, threshold, rerank, runtime,
+                                  home)
         self.span_prob = span_prob
         self.span_chars = span_chars
         # The passage answer, as the default reader quotes it (each quoted passage passes the cosine threshold).

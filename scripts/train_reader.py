@@ -230,7 +230,7 @@ def train(args) -> None:
     base = AutoModel.from_pretrained(str(folder), dtype=torch.float32).eval()
     for p in base.parameters():
         p.requires_grad_(False)
-    model = sm.SpanReaderModel(base, args.frozen, args.layers)
+    model = sm.SpanReaderModel(base, args.frozen, args.layers, lora_rank=args.lora_rank)
     model.to(torch.float32)
 
     sources = load_sources(Path(args.train))
@@ -255,13 +255,15 @@ def train(args) -> None:
     lengths = np.array([len(x[0]) for x in examples])
     print(f"data: {len(examples)} training windows ({int(lengths.sum()):,} tokens, median {int(np.median(lengths))}), "
           f"{len(held_pairs)} held-out pairs; by source: {json.dumps(summary, ensure_ascii=False)}", flush=True)
-    print(f"model: layers 0-{args.frozen - 1} frozen (embedding model's own), {args.frozen}-{args.layers - 1} "
+    bottom = (f"adapted by rank-{args.lora_rank} low-rank updates" if args.lora_rank
+              else "frozen (embedding model's own)")
+    print(f"model: layers 0-{args.frozen - 1} {bottom}, {args.frozen}-{args.layers - 1} "
           f"trained, lr {args.lr}, {args.epochs} epochs, seed {SEED}", flush=True)
 
-    key = hashlib.sha256(json.dumps([args.frozen, [x[0] for x in examples]]).encode()).hexdigest()[:16]
-    cache = Path(args.cache) / key
-    store, offsets = build_cache(model, examples, cache)
     dim = base.config.hidden_size
+    if not args.lora_rank:  # the bottom never changes: run it once, train the top from the cache
+        key = hashlib.sha256(json.dumps([args.frozen, [x[0] for x in examples]]).encode()).hexdigest()[:16]
+        store, offsets = build_cache(model, examples, Path(args.cache) / key)
 
     params = model.trainable()
     for p in params:  # copied from the frozen base: switch their gradients back on
@@ -277,11 +279,17 @@ def train(args) -> None:
     with tqdm(total=total, desc="training", unit="step") as bar:
         for epoch, epoch_batches in enumerate(plan):
             for group in epoch_batches:
-                hidden, mask = cached_batch(store, offsets, group, dim)
                 starts = torch.tensor([examples[k][1] for k in group])
                 ends = torch.tensor([examples[k][2] for k in group])
-                logits = model.upper(hidden, mask)
-                loss = span_loss(logits, starts, ends, context_masks(examples, group, hidden.shape[1]))
+                if args.lora_rank:
+                    ids, mask = sm.pad_batch([examples[k][0] for k in group], 0)
+                    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.bf16):
+                        logits = model.logits(ids, mask)
+                else:
+                    hidden, mask = cached_batch(store, offsets, group, dim)
+                    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.bf16):
+                        logits = model.upper(hidden, mask)
+                loss = span_loss(logits, starts, ends, context_masks(examples, group, mask.shape[1]))
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -291,6 +299,10 @@ def train(args) -> None:
                 running = loss.item() if running is None else 0.98 * running + 0.02 * loss.item()
                 bar.set_postfix(epoch=epoch + 1, loss=f"{running:.3f}")
                 bar.update()
+                if args.max_steps and step >= args.max_steps:
+                    break
+            if args.max_steps and step >= args.max_steps:
+                break
     model.train(False)
     train_s = time.time() - t0
 
@@ -299,7 +311,8 @@ def train(args) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.to(torch.bfloat16).contiguous() for k, v in model.state_dict().items()}
     info = sm.metadata(args.frozen, args.layers, EMBEDDING_GEMMA.files[EMBEDDING_GEMMA.weights_file][1],
-                       threshold=report["threshold"], seed=SEED, lr=args.lr, epochs=args.epochs,
+                       lora_rank=args.lora_rank, lora_alpha=model.lora_alpha if args.lora_rank else 0.0,
+                       bf16_autocast=args.bf16, threshold=report["threshold"], seed=SEED, lr=args.lr, epochs=args.epochs,
                        windows=len(examples), train_seconds=round(train_s))
     save_file(state, str(out), metadata=info)
     report.update({"train_seconds": round(train_s), "windows": len(examples), "tokens": int(lengths.sum()),
@@ -377,6 +390,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--zh-limit", type=int, default=3400, help="at most this many Chinese training pairs")
     ap.add_argument("--en-limit", type=int, default=900, help="at most this many English training pairs")
     ap.add_argument("--held-limit", type=int, default=240, help="held-out pairs scored for the threshold")
+    ap.add_argument("--lora-rank", type=int, default=0, help="adapt the bottom layers too, by low-rank updates "
+                    "of this rank (0: keep them frozen and cache their outputs)")
+    ap.add_argument("--bf16", action="store_true", help="train under bf16 autocast (fast where the CPU has "
+                    "AVX-512 BF16)")
+    ap.add_argument("--max-steps", type=int, default=0, help="stop after this many steps (0: all; for timing)")
     ap.add_argument("--threads", type=int, default=0)
     args = ap.parse_args(argv)
     if not (math.isfinite(args.lr) and args.lr > 0):
