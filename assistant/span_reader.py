@@ -98,7 +98,7 @@ def load_reader_model(embedder: Embedder, weights: Path, bf16: bool = False, run
         p.requires_grad_(False)
     if folder is not None:  # runtime "onnx" without an export: make it from this model, then serve it
         if not onnx_available():
-            raise ModelError("ASSISTANT_READER_RUNTIME=onnx needs onnxruntime: run `make install`")
+            raise ModelError("ASSISTANT_READER_RUNTIME=onnx needs onnxruntime: pip install -e '.[runtimes]'")
         export(model, tokenizer, folder)
         return OnnxSpanModel(base, folder), tokenizer, threshold
     return model, tokenizer, threshold
