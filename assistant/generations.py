@@ -4,7 +4,8 @@ A build writes its files into ``.tmp-<generation>/``, moves them beside the file
 generation, fsyncs them, and then replaces ``manifest.json`` in one ``os.replace``: a reader sees
 the old index or the new one, never a mix, and a build that fails or is killed leaves the old
 manifest serving. Files of other generations are removed after the swap (and stale ones by the next
-build). Only names made by :func:`~assistant.manifest.part_file`, the staging folder and the lock are
+build), except the segments the new manifest still references (an add-only update writes one new
+segment and keeps the others). Only names made by :func:`~assistant.manifest.part_file`, the staging folder and the lock are
 ever removed.
 """
 from __future__ import annotations
@@ -22,7 +23,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from .errors import IndexStoreError
-from .manifest import LOCK, MANIFEST, PARTS, STAGING, Manifest
+from .manifest import LOCK, MANIFEST, PARTS, STAGING, Manifest, dumps
 
 _GENERATION = r"\d{8}T\d{6}-[0-9a-f]{8}"  # what new_generation() makes
 _PREFIXES = tuple(f"{part}-" for part in PARTS) + (STAGING,)
@@ -61,23 +62,30 @@ def staging(folder: Path, generation: str) -> Iterator[Path]:
 
 
 def commit(folder: Path, stage: Path, manifest: Manifest) -> None:
-    """Move the files ``manifest`` names from ``stage`` into ``folder``, make them durable, and swap it in."""
-    names = list(manifest.files.values())
+    """Move the files of ``manifest``'s newest segment from ``stage`` into ``folder``, make them durable, and
+    swap it in. The other segments' files (an add-only update keeps them) are already in the folder, durable
+    since the build that wrote them; they are not touched."""
+    names = list(manifest.parts[-1].files.values())
     for name in names:
         os.rename(stage / name, folder / name)
     _fsync_tree(folder, names)
     tmp = stage / MANIFEST
-    tmp.write_text(json.dumps(manifest.to_json(), ensure_ascii=False, indent=1), "utf-8")
+    tmp.write_text(dumps(manifest.to_json()), "utf-8")
     with open(tmp, "rb+") as f:
         os.fsync(f.fileno())
     os.replace(tmp, folder / MANIFEST)  # the swap: from here on readers see the new generation
     _fsync_dir(folder)
 
 
-def remove_other_generations(folder: Path, keep: str) -> None:
-    """Delete files of older or abandoned generations (never anything we did not name)."""
+def remove_other_generations(folder: Path, keep: str | Manifest) -> None:
+    """Delete files of older or abandoned generations (never anything we did not name).
+
+    ``keep``: the generation being served, or its manifest: then every file it references is kept (the
+    segments of earlier generations an add-only update still serves) and every other one of ours goes."""
+    kept = keep.referenced if isinstance(keep, Manifest) else frozenset()
+    generation = keep.generation if isinstance(keep, Manifest) else keep
     for path in folder.iterdir():
-        if path.name.startswith(_PREFIXES) and keep not in path.name:
+        if path.name.startswith(_PREFIXES) and generation not in path.name and path.name not in kept:
             if path.is_dir():
                 shutil.rmtree(path, ignore_errors=True)
             else:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -21,10 +21,10 @@ from . import manifest as manifest_file
 from .chunking import chunk_document, spans
 from .embedding import Embedder
 from .errors import IndexStoreError
-from .index_load import LoadedIndex, UnitVectors, load_index
+from .index_load import LoadedIndex, UnitVectors, joined_vectors, load_index
 from .lexical import SCORING, TOKENIZER, LexicalIndex
-from .manifest import (MANIFEST, Chunking, DocumentRecord, Embedding, Manifest, check_compatible, chunker_id,
-                       document_title, part_file)
+from .manifest import (MANIFEST, Chunking, DocumentRecord, Embedding, Manifest, Segment, check_compatible,
+                       chunker_id, document_title, part_file)
 from .types import Chunk, Document
 from .vector_store import PersistentStore, store_manifest, write_rows
 
@@ -39,6 +39,14 @@ Progress = Callable[[int, int], None]
 SLOW_BUILD_SECONDS = 180
 CHUNKS_PER_SECOND = 6.5
 UnitRows = tuple[np.ndarray, np.ndarray]  # one chunk's unit spans (n x 2, int32) and unit vectors (n x dim, float16)
+# An add-only update appends a segment while the index has fewer than this many; the next build compacts.
+MAX_SEGMENTS = 8
+FileStat = tuple[int, int]  # a corpus file's (size, mtime_ns) when it was read; mtime_ns 0: not to be trusted
+
+
+class StaleScan(Exception):
+    """Documents were passed unread (their files unchanged since the previous index, by size and mtime), but
+    this build cannot take them from the previous index: the caller reads every file and builds again."""
 
 
 @dataclass(frozen=True)
@@ -75,10 +83,10 @@ class DocumentPlan:
             return range(0)
         return range(self.reused_from, self.reused_from + len(self.chunks))
 
-    def record(self, added_at: str = "", size: int = 0) -> DocumentRecord:
+    def record(self, added_at: str = "", size: int = 0, mtime_ns: int = 0) -> DocumentRecord:
         d = self.document
         return DocumentRecord(d.source, d.sha256, self.first_chunk, len(self.chunks), tuple(map(tuple, d.pages)),
-                              len(d.text), d.encoding, document_title(d.text, d.source), size, added_at)
+                              len(d.text), d.encoding, document_title(d.text, d.source), size, added_at, mtime_ns)
 
 
 def plan_documents(documents: list[Document], previous: LoadedIndex | None, chunk_size: int,
@@ -108,8 +116,17 @@ def plan_documents(documents: list[Document], previous: LoadedIndex | None, chun
 def build_index(folder: Path, documents: list[Document], embedder: Embedder, *, chunk_size: int, chunk_overlap: int,
                 skipped: list[tuple[str, str]] = (), corpus: Path | None = None, rebuild: bool = False,
                 progress: Progress | None = None, embed_batch: int = 64,
-                loaded: LoadedIndex | None = None, store: PersistentStore | None = None) -> BuildReport:
+                loaded: LoadedIndex | None = None, store: PersistentStore | None = None,
+                stats: Mapping[str, FileStat] | None = None, unread: frozenset[str] = frozenset()) -> BuildReport:
     """Build (or update) the index in ``folder`` from ``documents``.
+
+    An update that only adds documents to an index whose vectors are in the folder writes one new segment
+    with just their chunks (docs/index-format.md, "Segments"); every other build writes one segment of
+    everything (compacts), so nothing of a removed or changed document stays in any file.
+
+    ``stats``: each document's file (size, mtime_ns) as it was read, recorded for the next ``unread``.
+    ``unread``: sources of documents whose text was not read because their files are unchanged since the
+    previous index (their ``text`` is empty): taken from the previous index, or StaleScan when it cannot.
 
     ``store``: a persistent vector store (Milvus) to hold the dense vectors instead of the folder's
     vectors file; it is updated in place (rows of removed and changed documents deleted, new ones
@@ -138,6 +155,11 @@ def build_index(folder: Path, documents: list[Document], embedder: Embedder, *, 
         if previous is not None and previous.keys is not None and not in_store:
             log.warning("%s does not hold the index's vectors; re-embedding every document", store.name)
             previous = None
+        if unread and not _supplies(previous, documents, unread):
+            raise StaleScan(f"{len(unread)} documents were not read and the previous index cannot supply them")
+        if store is None and not rebuild and _appendable(documents, previous, embedder):
+            return _append_segment(folder, documents, previous, embedder, chunk_size, chunk_overlap, skipped, corpus,
+                                   progress, embed_batch, stats or {}, t0)
         plans = plan_documents(documents, previous, chunk_size, chunk_overlap,
                                stage_progress(progress, "chunking", "document"))
         chunks = [c for p in plans for c in p.chunks]
@@ -152,17 +174,19 @@ def build_index(folder: Path, documents: list[Document], embedder: Embedder, *, 
         rewrite = in_store and reused < len(previous.info.documents) and _keeps_deleted_rows(store)
         if previous and not to_embed and not removed and len(documents) == len(old) and same_store:
             # Nothing to write, but files left by a build that was killed are still removed.
-            generations.remove_other_generations(folder, previous.info.generation)
+            generations.remove_other_generations(folder, previous.info)
             return BuildReport(len(documents), len(chunks), 0, reused, 0, tuple(skipped), time.monotonic() - t0, True)
         _warn_if_slow(plans, len(to_embed))
         embedded, new_units = _embed(embedder, chunks, to_embed, progress, embed_batch)
         vectors = _vectors(plans, embedded, previous, in_store and not rewrite)
         units = _unit_table(plans, new_units, embedder.dimension, previous.units if previous else None)
         tokens = _token_sources(plans, previous)
-        lines = _chunk_lines(documents, chunks)
+        lines = _chunk_lines(plans, previous)
         now, added = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), _added_at(folder, previous)
-        records = tuple(p.record(added.get((p.document.source, p.document.sha256), now),
-                                 _file_size(corpus, p.document.source)) for p in plans)
+        priors = {d.source: d for d in previous.info.documents} if unread else {}
+        records = tuple(_record(p, priors.get(p.document.source) if p.document.source in unread else None,
+                                added.get((p.document.source, p.document.sha256), now),
+                                _stat(stats, corpus, p.document.source)) for p in plans)
         manifest = Manifest(
             embedding=Embedding(embedder.model_id, embedder.dimension, embedder.weights_sha256,
                                 getattr(embedder, "dtype", "")),
@@ -194,6 +218,108 @@ def stage_progress(progress: Progress | None, name: str, unit: str) -> Progress 
     """A (done, total) callback for the build step ``name``, where ``progress`` reports steps (see Progress)."""
     stage = getattr(progress, "stage", None)
     return None if stage is None else lambda done, total: stage(name, done, total, unit)
+
+
+def _supplies(previous: LoadedIndex | None, documents: list[Document], unread: frozenset[str]) -> bool:
+    """Whether the previous index holds every unread document, with the content hash it was passed with
+    (so its chunks, title and length can be taken from there)."""
+    if previous is None:
+        return False
+    held = {d.source: d.sha256 for d in previous.info.documents}
+    return all(held.get(d.source) == d.sha256 for d in documents if d.source in unread)
+
+
+def _appendable(documents: list[Document], previous: LoadedIndex | None, embedder: Embedder) -> bool:
+    """Whether this build only adds documents to an index that can take one more segment: its vectors in the
+    folder's own file, every indexed document still there unchanged, unit vectors as the embedder gives them,
+    and fewer than MAX_SEGMENTS segments."""
+    if previous is None or previous.keys is not None or len(previous.info.parts) >= MAX_SEGMENTS \
+            or previous.info.vector_store or previous.vectors is None:
+        return False
+    if (previous.units is None) != (getattr(embedder, "embed_passages", None) is None):
+        return False
+    held = {d.source: d.sha256 for d in previous.info.documents}
+    current = {d.source: d.sha256 for d in documents}
+    return len(current) > len(held) and all(current.get(source) == sha for source, sha in held.items())
+
+
+def _append_segment(folder: Path, documents: list[Document], previous: LoadedIndex, embedder: Embedder,
+                    chunk_size: int, chunk_overlap: int, skipped, corpus: Path | None, progress: Progress | None,
+                    embed_batch: int, stats: Mapping[str, FileStat], t0: float) -> BuildReport:
+    """Add the new documents as one segment after the previous index's: only their chunks are chunked,
+    embedded, tokenized and written; the previous segments' files stay as they are, and the index served
+    next is the previous one in memory with the new segment appended."""
+    base = len(previous.chunks)
+    held = {d.source: d for d in previous.info.documents}
+    fresh = [d for d in documents if d.source not in held]
+    plans = plan_documents(fresh, None, chunk_size, chunk_overlap, stage_progress(progress, "chunking", "document"))
+    chunks = [c for p in plans for c in p.chunks]  # segment-local ids: plan.first_chunk counts from the segment
+    if not chunks:  # documents without chunks: nothing to append (a segment holds at least one chunk)
+        raise _nothing_to_index(skipped)
+    _warn_if_slow(plans, len(chunks))
+    embedded, new_units = _embed(embedder, chunks, list(range(len(chunks))), progress, embed_batch)
+    matrix = np.vstack([embedded[i] for i in range(len(chunks))]).astype(np.float32)
+    units = _unit_table(plans, new_units, embedder.dimension, None)
+    lines = _chunk_lines(plans, None)
+    now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    new = {p.document.source: replace(p.record(now, *_stat(stats, corpus, p.document.source)),
+                                      first_chunk=base + p.first_chunk) for p in plans}
+    records = tuple(new[d.source] if d.source in new else _restated(held[d.source], stats.get(d.source))
+                    for d in documents)
+    info = previous.info
+    manifest = replace(info, embedding=Embedding(embedder.model_id, embedder.dimension, embedder.weights_sha256,
+                                                 getattr(embedder, "dtype", "")),
+                       documents=records, chunk_count=base + len(chunks),
+                       corpus=str(corpus.resolve()) if corpus else "", skipped=tuple((s, r) for s, r in skipped),
+                       built_at=now, files={}, segments=info.parts)
+    final, index, lexical = _write_segment(folder, manifest, chunks, lines, matrix, units, t0,
+                                           stage_progress(progress, "indexing words", "chunk"))
+    pages = dict(previous.pages, **{d.source: [tuple(p) for p in d.pages] for d in fresh if d.pages})
+    written = LoadedIndex(folder, final.to_json(), previous.chunks + chunks, previous.lines + lines,
+                          joined_vectors([previous.vectors, index]), previous.lexical.extended(lexical), pages,
+                          None if units is None else previous.units.extended(units), info=final)
+    return BuildReport(len(documents), len(written.chunks), len(chunks), len(held), 0, tuple(skipped),
+                       time.monotonic() - t0, index=written)
+
+
+def _write_segment(folder: Path, manifest: Manifest, chunks: list[Chunk], lines: list[int], matrix: np.ndarray,
+                   units: UnitVectors | None, t0: float,
+                   progress: Progress | None = None) -> tuple[Manifest, object, LexicalIndex]:
+    """Write the files of one new segment (``chunks``, their vectors, units and BM25 tokens, with their own
+    vocabulary), then swap in ``manifest`` with the segment appended to its ``segments``.
+
+    Returns the manifest, the segment's FAISS index and its lexical index (for serving without reading back)."""
+    generation = generations.new_generation()
+    files = _files(generation, True, units is not None)
+    with generations.staging(folder, generation) as stage:
+        index, lexical = _write_files(stage, files, chunks, lines, matrix, units, None, progress)
+        segments = (*manifest.segments, Segment(generation, len(chunks), files))
+        manifest = replace(manifest, segments=segments, generation=generation,
+                           build_seconds=round(time.monotonic() - t0, 2))
+        generations.commit(folder, stage, manifest)
+    generations.remove_other_generations(folder, manifest)
+    return manifest, index, lexical
+
+
+def _restated(record: DocumentRecord, stat: FileStat | None) -> DocumentRecord:
+    """A kept document's record, with its file's size and mtime as this scan saw them (when it saw them)."""
+    return record if stat is None else replace(record, bytes=stat[0], mtime_ns=stat[1])
+
+
+def _record(plan: DocumentPlan, unread_prior: DocumentRecord | None, added_at: str, stat: FileStat) -> DocumentRecord:
+    """A document's record in a compacted index; one whose text was not read (``unread_prior``: its previous
+    record) keeps the fields that come from its text."""
+    record = plan.record(added_at, *stat)
+    if unread_prior is not None:
+        record = replace(record, chars=unread_prior.chars, title=unread_prior.title, encoding=unread_prior.encoding)
+    return record
+
+
+def _stat(stats: Mapping[str, FileStat] | None, corpus: Path | None, source: str) -> FileStat:
+    """The (size, mtime_ns) recorded for ``source``: as the scan saw it, else its size now (mtime unknown: 0)."""
+    if stats and source in stats:
+        return stats[source]
+    return _file_size(corpus, source), 0
 
 
 def _added_at(folder: Path, previous: LoadedIndex | None) -> dict[tuple[str, str], str]:
@@ -330,7 +456,7 @@ def _unit_table(plans: list[DocumentPlan], new: dict[int, UnitRows], dimension: 
     for p in reused:
         a, b = previous.offsets[p.reused_from], previous.offsets[p.previous_ids.stop]
         lo, hi = offsets[p.ids.start], offsets[p.ids.stop]
-        vectors[lo:hi], spans_[lo:hi] = previous.vectors[a:b], previous.spans[a:b]
+        vectors[lo:hi], spans_[lo:hi] = previous.rows(a, b), previous.spans[a:b]
     for i in fresh:
         a, b = offsets[i], offsets[i + 1]
         spans_[a:b], vectors[a:b] = new[i][0].reshape(-1, 2), new[i][1].reshape(-1, dimension)
@@ -346,18 +472,58 @@ def _token_sources(plans: list[DocumentPlan], previous: LoadedIndex | None) -> l
     return sources
 
 
-def _chunk_lines(documents: list[Document], chunks: list[Chunk]) -> list[int]:
-    """1-based line of each chunk's start, counting newlines only since the previous chunk of the
-    same document (a document's chunks are in order), so a long document is scanned once."""
-    texts = {d.source: d.text for d in documents}
-    lines, source, pos, line = [], None, 0, 1
-    for c in chunks:
-        if c.source != source or c.start < pos:
-            source, pos, line = c.source, 0, 1
-        line += texts[source].count("\n", pos, c.start)
-        pos = c.start
-        lines.append(line)
+def _chunk_lines(plans: list[DocumentPlan], previous: LoadedIndex | None) -> list[int]:
+    """1-based line of each chunk's start: a reused document's from the previous index (same text, same
+    chunks), a new one's counting newlines only since its previous chunk (a document's chunks are in
+    order), so a long document is scanned once."""
+    lines: list[int] = []
+    for p in plans:
+        if p.reused_from is not None:
+            lines.extend(previous.lines[p.previous_ids.start:p.previous_ids.stop])
+            continue
+        text, pos, line = p.document.text, 0, 1
+        for c in p.chunks:
+            if c.start < pos:
+                pos, line = 0, 1
+            line += text.count("\n", pos, c.start)
+            pos = c.start
+            lines.append(line)
     return lines
+
+
+def _files(generation: str, vectors: bool, units: bool) -> dict[str, str]:
+    """Part -> file name of a new segment of ``generation``."""
+    parts = ["chunks", "lexical"] + ["vectors"] * vectors + ["units"] * units
+    return {part: part_file(part, generation) for part in parts}
+
+
+def _write_files(stage: Path, files: dict[str, str], chunks: list[Chunk], lines: list[int],
+                 matrix: np.ndarray | None, units: UnitVectors | None,
+                 tokens: list[tuple[LexicalIndex, int] | None] | None,
+                 progress: Progress | None = None) -> tuple[object, LexicalIndex]:
+    """Write one segment's files into ``stage``: its vectors (unless ``matrix`` is None), chunks, BM25 tokens
+    (``tokens``: where each chunk's are taken from, see LexicalIndex.build) and units."""
+    import faiss
+
+    index = None
+    if matrix is not None:
+        index = faiss.IndexFlatIP(matrix.shape[1])
+        if len(matrix):
+            index.add(matrix)
+        faiss.write_index(index, str(stage / files["vectors"]))
+    with open(stage / files["chunks"], "w", encoding="utf-8") as f:
+        for c, line in zip(chunks, lines, strict=True):
+            f.write(json.dumps({"source": c.source, "start": c.start, "end": c.end, "line": line,
+                                "heading": c.heading, "text": c.text}, ensure_ascii=False) + "\n")
+    if progress:
+        progress(0, len(chunks))
+    lexical = LexicalIndex.build([c.text for c in chunks], tokens)
+    if progress:
+        progress(len(chunks), len(chunks))
+    lexical.save(stage / files["lexical"])
+    if units is not None:
+        units.save(stage / files["units"])
+    return index, lexical
 
 
 def _write_generation(folder: Path, manifest: Manifest, chunks: list[Chunk], lines: list[int],
@@ -368,30 +534,10 @@ def _write_generation(folder: Path, manifest: Manifest, chunks: list[Chunk], lin
 
     Returns what was written, for serving it without reading it back: the manifest, the FAISS index
     (None with a store) and the lexical index."""
-    import faiss
-
     generation = generations.new_generation()
-    parts = ["chunks", "lexical"] + ["vectors"] * (matrix is not None) + ["units"] * (units is not None)
-    files = {part: part_file(part, generation) for part in parts}
+    files = _files(generation, matrix is not None, units is not None)
     with generations.staging(folder, generation) as stage:
-        index = None
-        if matrix is not None:
-            index = faiss.IndexFlatIP(matrix.shape[1])
-            if len(matrix):
-                index.add(matrix)
-            faiss.write_index(index, str(stage / files["vectors"]))
-        with open(stage / files["chunks"], "w", encoding="utf-8") as f:
-            for c, line in zip(chunks, lines, strict=True):
-                f.write(json.dumps({"source": c.source, "start": c.start, "end": c.end, "line": line,
-                                    "heading": c.heading, "text": c.text}, ensure_ascii=False) + "\n")
-        if progress:
-            progress(0, len(chunks))
-        lexical = LexicalIndex.build([c.text for c in chunks], tokens)
-        if progress:
-            progress(len(chunks), len(chunks))
-        lexical.save(stage / files["lexical"])
-        if units is not None:
-            units.save(stage / files["units"])
+        index, lexical = _write_files(stage, files, chunks, lines, matrix, units, tokens, progress)
         manifest = replace(manifest, files=files, generation=generation, build_seconds=round(time.monotonic() - t0, 2))
         generations.commit(folder, stage, manifest)
     generations.remove_other_generations(folder, generation)

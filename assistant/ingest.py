@@ -10,8 +10,12 @@ import io
 import logging
 import os
 import re
+import time
 import zipfile
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
+from stat import S_ISREG
 from typing import Callable, Iterator
 
 import docx
@@ -55,6 +59,7 @@ _ZIP_MAX_RATIO = 100
 _ZIP_RATIO_FROM = 1 << 20
 _ZIP_MAX_MEMBERS = 10_000
 _XML_BYTES_PER_CHAR = 20  # unpacked, a .docx may hold its file-size limit (images) plus this per character of text
+TRUSTED_AFTER_S = 2.0  # an mtime older than this (at the scan) is trusted to change with the file (FAT: 2 s steps)
 
 
 def check_supported(path: Path | str) -> None:
@@ -90,6 +95,38 @@ def scan_folder(root: Path, max_bytes: int = 50 << 20, max_chars: int | None = N
 
     ``max_chars``: a document with more text is skipped (default ``max_document_chars()``).
     ``progress(done, total)``: files read, before each one and at the end."""
+    scan = scan_corpus(root, max_bytes, max_chars, progress)
+    return scan.documents, scan.skipped
+
+
+@dataclass(frozen=True)
+class Known:
+    """What the index holds of a file: its size and mtime when it was read, and what was read from it."""
+
+    size: int
+    mtime_ns: int  # 0: never trusted (the file is read)
+    sha256: str
+    encoding: str
+    pages: tuple[tuple[int, int], ...]
+    chars: int
+
+
+@dataclass(frozen=True)
+class Scan:
+    documents: list[Document]
+    skipped: list[tuple[str, str]]
+    stats: dict[str, tuple[int, int]]  # source -> (size, mtime_ns) of its file, as read; mtime_ns 0: too recent
+    unread: frozenset[str]  # sources taken from ``known`` unread (their ``text`` is ""): size and mtime unchanged
+
+
+def scan_corpus(root: Path, max_bytes: int = 50 << 20, max_chars: int | None = None,
+                progress: Callable[[int, int], None] | None = None,
+                known: Mapping[str, Known] | None = None) -> Scan:
+    """Like ``scan_folder``, and: the (size, mtime_ns) of each file read, and, with ``known`` (what an index
+    holds, by source), a file whose size and mtime_ns both equal its ``known`` ones is not read again: its
+    document is taken as known (sha256, encoding, pages; an empty ``text``) and named in ``unread``. An
+    mtime within TRUSTED_AFTER_S of the scan is recorded as 0, so a file written just around its reading
+    (where a later change could keep its mtime) is read again next time."""
     root = Path(root)
     max_chars = max_chars or max_document_chars()
     if not root.is_dir():
@@ -97,7 +134,10 @@ def scan_folder(root: Path, max_bytes: int = 50 << 20, max_chars: int | None = N
     real_root = root.resolve()
     documents: list[Document] = []
     skipped: list[tuple[str, str]] = []
+    stats: dict[str, tuple[int, int]] = {}
+    unread: set[str] = set()
     first_source: dict[str, str] = {}  # sha256 -> source of the first file with that content
+    trusted_before = time.time_ns() - int(TRUSTED_AFTER_S * 1e9)
     paths = list(_walk(root, root, skipped))
     for done, path in enumerate(paths):
         if progress:
@@ -109,10 +149,17 @@ def scan_folder(root: Path, max_bytes: int = 50 << 20, max_chars: int | None = N
                 raise IngestError("file name is not valid UTF-8; rename the file")
             if path.is_symlink() and not _resolves_inside(path, real_root):
                 raise IngestError("symlink points outside the corpus")
-            if path.exists() and not path.is_file():
+            stat = _stat(path)  # None: it is gone (reading it says so)
+            if stat is not None and not stat[2]:
                 raise IngestError("not a regular file")
-            document = _read(path, source, max_bytes, max_chars)
+            stat = stat and stat[:2]
+            document = _unchanged(path, source, stat, (known or {}).get(source), max_bytes, max_chars)
+            if document is None:
+                document = _read(path, source, max_bytes, max_chars)
+            else:
+                unread.add(source)
             if document.sha256 in first_source:
+                unread.discard(source)
                 raise IngestError(f"duplicate of {first_source[document.sha256]}")
         except IngestError as e:
             log.info("skipped %s: %s", source, e)
@@ -120,10 +167,33 @@ def scan_folder(root: Path, max_bytes: int = 50 << 20, max_chars: int | None = N
             continue
         first_source[document.sha256] = source
         documents.append(document)
+        if stat is not None:
+            stats[source] = (stat[0], stat[1] if stat[1] < trusted_before else 0)
     if progress:
         progress(len(paths), len(paths))
-    log.info("read %d documents from %s, skipped %d files", len(documents), root, len(skipped))
-    return documents, skipped
+    log.info("read %d documents from %s (%d unchanged, not read again), skipped %d files", len(documents), root,
+             len(unread), len(skipped))
+    return Scan(documents, skipped, stats, frozenset(unread))
+
+
+def _stat(path: Path) -> tuple[int, int, bool] | None:
+    """(size, mtime_ns, is a regular file) of a path, taken before it is read (a change after that shows as a
+    newer mtime); None when it cannot be stat'ed."""
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return st.st_size, st.st_mtime_ns, S_ISREG(st.st_mode)
+
+
+def _unchanged(path: Path, source: str, stat: tuple[int, int] | None, known: Known | None, max_bytes: int,
+               max_chars: int) -> Document | None:
+    """The known document of a file whose size and mtime are as recorded (and still within the limits), else None."""
+    if known is None or stat is None or not known.mtime_ns or stat != (known.size, known.mtime_ns) \
+            or stat[0] > max_bytes or known.chars > max_chars or not known.sha256:
+        return None
+    check_supported(path)
+    return Document(source=source, text="", sha256=known.sha256, encoding=known.encoding, pages=known.pages)
 
 
 def decode_text(raw: bytes) -> tuple[str, str]:
@@ -370,17 +440,28 @@ def _walk(folder: Path, root: Path, skipped: list[tuple[str, str]]) -> Iterator[
     """Paths under ``folder`` in sorted order, without hidden names; a symlinked folder inside the
     corpus is not followed (its files are reached through the real folder)."""
     try:
-        entries = sorted(folder.iterdir())
+        with os.scandir(folder) as it:  # a DirEntry knows its type without a stat (but for symlinks)
+            entries = sorted(it, key=lambda e: e.name)
     except OSError as e:
         skipped.append((_source(folder, root), f"folder cannot be read ({e.strerror or e})"))
         return
-    for path in entries:
-        if path.name.startswith("."):
+    for entry in entries:
+        if entry.name.startswith("."):
             continue
-        if not path.is_symlink() and path.is_dir():
+        path = folder / entry.name
+        if not entry.is_symlink() and _is_dir(entry):
             yield from _walk(path, root, skipped)
-        elif not (path.is_dir() and path.resolve().is_relative_to(root.resolve())):
+        elif not (_is_dir(entry) and path.resolve().is_relative_to(root.resolve())):
             yield path
+
+
+def _is_dir(entry: os.DirEntry) -> bool:
+    """Whether the entry is a folder (or a link to one); False where that cannot be told (a symlink loop), as
+    ``Path.is_dir`` answers: reading the file then says what is wrong."""
+    try:
+        return entry.is_dir()
+    except OSError:
+        return False
 
 
 def _resolves_inside(link: Path, real_root: Path) -> bool:

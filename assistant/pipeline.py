@@ -21,10 +21,10 @@ from .config import Settings, resolve_dtype
 from .embedding import Embedder, SentenceTransformerEmbedder
 from .errors import AssistantError, IndexStoreError, IngestError, QuestionError
 from .freshness import SourceCheck
-from .manifest import not_a_folder
-from .index_build import Progress, stage_progress
+from .manifest import not_a_folder, read as read_manifest_info
+from .index_build import Progress, StaleScan, stage_progress
 from .index_store import BuildReport, build_index, check_compatible, load_index, LoadedIndex
-from .ingest import read_document, scan_folder
+from .ingest import Known, read_document, scan_corpus
 from .models import resolve_embedding_model
 from .language import named_terms, printable
 from .reader import DEFAULT_MIN_EVIDENCE, ExtractiveReader, Passages, Reader, Response
@@ -167,24 +167,26 @@ class Assistant:
         self._serving = self._load()
 
     @_one_change_at_a_time
-    def build(self, corpus: Path | None = None, rebuild: bool = False, progress: Progress | None = None) -> BuildReport:
+    def build(self, corpus: Path | None = None, rebuild: bool = False, progress: Progress | None = None, *,
+              trust_unchanged: bool = False) -> BuildReport:
         """Index the corpus folder (incrementally); the previous index serves until the new one is complete.
 
         ``progress``: (done, total) of the embedding; its ``stage(name, done, total, unit)``, when it has one,
-        hears "reading" (files, from before the first) and the build's other steps (``index_build.Progress``)."""
+        hears "reading" (files, from before the first) and the build's other steps (``index_build.Progress``).
+        ``trust_unchanged`` (``add`` and ``remove``): a file whose size and mtime are as the index recorded is
+        not read and hashed again; a plain build reads every file."""
         corpus = corpus or self.settings.corpus
         if not corpus.is_dir():
             raise AssistantError(f"corpus folder {corpus} does not exist")
         index = self.settings.index
         if index.exists() and not index.is_dir():
             raise IndexStoreError(not_a_folder(index))
-        documents, skipped = scan_folder(corpus, self.settings.max_file_mb << 20, self.settings.max_document_chars,
-                                         stage_progress(progress, "reading", "file"))
+        known = self._known_files(index) if trust_unchanged and not rebuild else None
         try:
-            report = build_index(index, documents, self.embedder, chunk_size=self.settings.chunk_size,
-                                 chunk_overlap=self.settings.chunk_overlap, skipped=skipped, corpus=corpus,
-                                 rebuild=rebuild, progress=progress,
-                                 loaded=self._serving.index if self._serving is not None else None, store=self.store)
+            try:
+                report = self._build_scanned(corpus, rebuild, progress, known)
+            except StaleScan:  # the previous index could not supply the files not read: read them all
+                report = self._build_scanned(corpus, rebuild, progress, None)
         except OSError as exc:
             if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
                 raise
@@ -199,6 +201,31 @@ class Assistant:
         elif not report.unchanged or self._serving is None:
             self.reload()
         return report
+
+    def _build_scanned(self, corpus: Path, rebuild: bool, progress: Progress | None,
+                       known: dict[str, Known] | None) -> BuildReport:
+        """Scan the corpus (files in ``known`` unchanged by size and mtime are not read) and build the index."""
+        scan = scan_corpus(corpus, self.settings.max_file_mb << 20, self.settings.max_document_chars,
+                           stage_progress(progress, "reading", "file"), known=known)
+        return build_index(self.settings.index, scan.documents, self.embedder, chunk_size=self.settings.chunk_size,
+                           chunk_overlap=self.settings.chunk_overlap, skipped=scan.skipped, corpus=corpus,
+                           rebuild=rebuild, progress=progress,
+                           loaded=self._serving.index if self._serving is not None else None, store=self.store,
+                           stats=scan.stats, unread=scan.unread)
+
+    def _known_files(self, index: Path) -> dict[str, Known] | None:
+        """What the index holds of each corpus file (size, mtime, hash), for a scan that skips unchanged files:
+        from the serving index when it is the folder's, else from the folder's manifest; None without one."""
+        serving = self._serving
+        try:
+            if serving is not None and serving.index.folder.resolve() == index.resolve():
+                info = serving.index.info
+            else:
+                info = read_manifest_info(index)[1]
+        except (AssistantError, OSError):
+            return None
+        return {d.source: Known(d.bytes, d.mtime_ns, d.sha256, d.encoding, d.pages, d.chars)
+                for d in info.documents}
 
     @_one_change_at_a_time
     def add(self, paths: list[Path], corpus: Path | None = None, progress: Progress | None = None,
@@ -234,7 +261,7 @@ class Assistant:
             else:
                 refused.append((path.name, DIFFERENT_VERSION))
         with _corpus_change(corpus, remove=[p.name for p in replaced], add=[*new, *replaced]):
-            report = self.build(corpus, progress=progress)
+            report = self.build(corpus, progress=progress, trust_unchanged=True)
         return AddReport(tuple(p.name for p in new), tuple(p.name for p in replaced), tuple(same), tuple(refused),
                          report)
 
@@ -259,7 +286,7 @@ class Assistant:
         if len(removed) == len(indexed):
             raise AssistantError("an index needs at least one document: add another before removing the last")
         with _corpus_change(corpus, remove=removed):
-            report = self.build(corpus, progress=progress)
+            report = self.build(corpus, progress=progress, trust_unchanged=True)
         return RemoveReport(removed, report.documents, report.chunks, time.monotonic() - t0)
 
     def status(self) -> IndexStatus:
