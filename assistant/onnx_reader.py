@@ -147,21 +147,23 @@ def _session(folder: Path, threads: int = 0):
 class OnnxSpanModel:
     """What ``span_model.score_windows`` needs of a reader model (``logits``), run by ONNX Runtime.
 
-    Only the shared embedding table stays in torch; the reader's own layers are not held twice."""
+    Only the shared embedding table stays in torch; the reader's own layers are not held twice.
+    ``run(hidden, mask) -> logits`` (numpy): another engine for the exported graph (bench/runtimes.py
+    compiles it with OpenVINO, or quantized); default: an ONNX Runtime session of ``folder``'s export."""
 
-    def __init__(self, base, folder: Path, threads: int = 0) -> None:
-        if not ready(folder):
-            raise ModelError(f"the ONNX reader in {folder} is missing or changed since it was checked: "
-                             "run `assistant models fetch`")
-        self.table = base.embed_tokens.weight
-        self.scale = base.config.hidden_size ** 0.5
-        self.session = _session(folder, threads)
-        self.folder = folder
+    def __init__(self, base, folder: Path, threads: int = 0, run=None) -> None:
+        if run is None:
+            if not ready(folder):
+                raise ModelError(f"the ONNX reader in {folder} is missing or changed since it was checked: "
+                                 "run `assistant models fetch`")
+            session = _session(folder, threads)
+            run = lambda hidden, mask: session.run(None, {"hidden": hidden, "mask": mask})[0]  # noqa: E731
+        self.base, self.run, self.folder = base, run, folder
 
     def logits(self, input_ids, attention_mask):
         import torch
 
-        with torch.no_grad():
-            hidden = torch.nn.functional.embedding(input_ids, self.table).float() * self.scale
-        out = self.session.run(None, {"hidden": hidden.numpy(), "mask": attention_mask.numpy()})[0]
-        return torch.from_numpy(out)
+        from .span_model import scaled_embedding
+
+        hidden = scaled_embedding(self.base, input_ids)
+        return torch.from_numpy(np.asarray(self.run(hidden.numpy(), attention_mask.numpy()), dtype=np.float32))

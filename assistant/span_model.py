@@ -120,6 +120,15 @@ def _lora_linear(linear, rank: int, alpha: float):
     return LoRALinear()
 
 
+def scaled_embedding(base, input_ids):
+    """The token embeddings of ``input_ids`` as the encoder's first layer reads them: looked up in ``base``'s
+    (shared) table, as float32, times sqrt(hidden size) (Gemma 3 scales its embeddings)."""
+    import torch
+
+    with torch.no_grad():
+        return torch.nn.functional.embedding(input_ids, base.embed_tokens.weight).float() * base.config.hidden_size ** 0.5
+
+
 class SpanReaderModel:
     """Bottom layers + fine-tuned top layers + norm + start/end head.
 
@@ -228,11 +237,7 @@ class SpanReaderModel:
 
     def embed(self, input_ids):
         """The scaled token embeddings the first layer reads (float32), from the shared table."""
-        import torch
-
-        with torch.no_grad():
-            table = self.base.embed_tokens.weight
-            return torch.nn.functional.embedding(input_ids, table).float() * self.base.config.hidden_size ** 0.5
+        return scaled_embedding(self.base, input_ids)
 
     def graph(self):
         """All the layers, the norm and the head as one ``torch.nn.Module`` ``(embedded, mask) -> logits``, for

@@ -33,25 +33,10 @@ RUNTIMES = ("torch-fp32", "torch-bf16", "torch-compile", "onnx-fp32", "onnx-int8
 CMRC = REPO.parent / "shared" / "bench" / "cmrc2018" / "cmrc2018_dev.json"
 
 
-class _Graph:
-    """A reader model whose layers run in some other engine: ``run(hidden, mask) -> logits`` (numpy)."""
-
-    def __init__(self, base, run) -> None:
-        self.table = base.embed_tokens.weight
-        self.scale = base.config.hidden_size ** 0.5
-        self.run = run
-
-    def logits(self, input_ids, attention_mask):
-        import torch
-
-        with torch.no_grad():
-            hidden = torch.nn.functional.embedding(input_ids, self.table).float() * self.scale
-        return torch.from_numpy(np.asarray(self.run(hidden.numpy(), attention_mask.numpy()), dtype=np.float32))
-
-
 def load(name: str):
     """(model, tokenizer) of the reader in runtime ``name``, with the default embedder."""
     from assistant import onnx_reader
+    from assistant.onnx_reader import OnnxSpanModel
     from assistant.config import Settings
     from assistant.models import resolve_reader_weights
     from assistant.pipeline import make_embedder
@@ -82,12 +67,12 @@ def load(name: str):
             out.parent.mkdir(parents=True, exist_ok=True)
             quantize_dynamic(str(export), str(out), weight_type=QuantType.QInt8)
         session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
-        return _Graph(base, lambda h, m: session.run(None, {"hidden": h, "mask": m})[0]), tokenizer
+        return OnnxSpanModel(base, out.parent, run=lambda h, m: session.run(None, {"hidden": h, "mask": m})[0]), tokenizer
     import openvino as ov
 
     precision = "bf16" if name == "openvino-bf16" else "f32"
     compiled = ov.Core().compile_model(str(export), "CPU", {"INFERENCE_PRECISION_HINT": precision})
-    return _Graph(base, lambda h, m: compiled({"hidden": h, "mask": m})[0]), tokenizer
+    return OnnxSpanModel(base, export.parent, run=lambda h, m: compiled({"hidden": h, "mask": m})[0]), tokenizer
 
 
 def _sample(limit: int):

@@ -89,7 +89,7 @@ def test_cli_ask_json_offline(no_network, real_index, capsys):
         assert _document(c["source"])[c["start"]:c["end"]] == c["quote"]
 
 
-def test_incremental_add_with_real_model(real_settings, tmp_path):
+def test_incremental_add_with_real_model(real_settings, real_assistant, tmp_path):
     from assistant.pipeline import Assistant
 
     corpus = tmp_path / "corpus"
@@ -99,11 +99,23 @@ def test_incremental_add_with_real_model(real_settings, tmp_path):
     shutil.copytree(real_settings.index, settings.index)  # start from the built default index
     note = tmp_path / "offsite.md"
     note.write_text("# 团队团建\n\n我们的年度团建地点定在杭州千岛湖，时间是十月第二周，预算每人两千元。\n", "utf-8")
+    before = real_assistant.ask("初创公司缺少训练数据怎么办？")
     added = assistant.add([note])
     assert added.added == ("offsite.md",) and added.refused == ()
     report = added.build
     assert report.embedded_chunks == 1 and report.reused_documents == 5
+    stored = json.loads((settings.index / "manifest.json").read_text("utf-8"))
+    assert stored["format_version"] == 2 and [s["chunk_count"] for s in stored["segments"]][-1] == 1
     answer = assistant.ask("年度团建去哪里？")
     assert not answer.abstained
     assert answer.citations[0].source == "offsite.md"
     assert "千岛湖" in answer.text
+    for asker in (assistant, Assistant(settings)):  # served from memory, and read back from the two segments
+        same = asker.ask("初创公司缺少训练数据怎么办？")
+        assert same.text == before.text and [c.quote for c in same.citations] == [c.quote for c in before.citations]
+    removed = assistant.remove(["offsite.md"])  # a removal compacts: one segment, nothing of offsite.md left
+    assert removed.removed == ("offsite.md",)
+    stored = json.loads((settings.index / "manifest.json").read_text("utf-8"))
+    assert stored["format_version"] == 1 and "segments" not in stored
+    assert not any("千岛湖" in p.read_text("utf-8", "replace") for p in settings.index.glob("chunks-*.jsonl"))
+    assert all(c.source != "offsite.md" for c in assistant.ask("年度团建去哪里？").citations)

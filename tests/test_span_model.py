@@ -10,11 +10,11 @@ from transformers import Gemma3TextConfig, Gemma3TextModel  # noqa: E402
 from assistant import span_model as sm  # noqa: E402
 
 
-def _tiny_base(seed: int = 0):
+def _tiny_base(seed: int = 0, sliding_window: int = 8):
     torch.manual_seed(seed)
     config = Gemma3TextConfig(vocab_size=64, hidden_size=32, intermediate_size=48, num_hidden_layers=4,
-                              num_attention_heads=2, num_key_value_heads=1, head_dim=16, sliding_window=8,
-                              use_bidirectional_attention=True)
+                              num_attention_heads=2, num_key_value_heads=1, head_dim=16,
+                              sliding_window=sliding_window, use_bidirectional_attention=True)
     base = Gemma3TextModel(config).eval()
     for p in base.parameters():
         p.requires_grad_(False)
@@ -80,3 +80,22 @@ def test_weights_without_or_with_the_wrong_low_rank_tensors_are_refused():
     meta = sm.metadata(2, 4, "abc", lora_rank=4, lora_alpha=8.0)
     assert meta["lora_rank"] == "4" and meta["lora_alpha"] == "8.0"
     assert "lora_rank" not in sm.metadata(2, 4, "abc")
+
+
+def test_the_exported_graph_run_by_another_engine_gives_the_model_s_scores(tmp_path):
+    """What an engine (ONNX Runtime, OpenVINO) runs is ``graph()`` on ``embed()``'s output: fed the same way
+    through OnnxSpanModel (here with torch as the engine), it scores every token as the model does."""
+    from assistant.onnx_reader import OnnxSpanModel
+
+    base = _tiny_base(sliding_window=1024)  # graph() exports plain padding masks: windows within the slide
+    model = sm.SpanReaderModel(base, 2, 4)
+    graph = model.graph()
+    ids, mask = _batch()
+    mask[1, 9:] = 0  # padding
+    with torch.no_grad():
+        expected = model.logits(ids, mask)
+        engine = OnnxSpanModel(base, tmp_path, run=lambda h, m: graph(torch.from_numpy(h), torch.from_numpy(m)).numpy())
+        got = engine.logits(ids, mask)
+    real = mask.bool()
+    assert got.dtype == torch.float32 and got.shape == expected.shape
+    assert torch.allclose(got[real], expected.float()[real], atol=1e-5)
