@@ -7,6 +7,10 @@ from pathlib import Path
 
 from .errors import ConfigError
 
+# Where the reader model runs (ASSISTANT_READER_RUNTIME): "auto" = ONNX Runtime float32 where its export exists
+# (`assistant models fetch` makes it), else torch; "onnx" (made on first use if missing); "torch".
+READER_RUNTIMES = ("auto", "onnx", "torch")
+
 
 def quiet_openmp() -> None:
     """Let idle OpenMP threads sleep instead of spinning (unless the user chose otherwise).
@@ -60,7 +64,7 @@ class Settings:
     max_document_chars: int = 5_000_000  # a document with more text is refused (a .docx zip bomb, hours of embedding)
     reader: str = "span"  # "span" (reader model: exact span + passage quote), "extractive" (passage quote) or "llm"
     reader_model: str = ""  # "" = the committed reader weights; or a local .safetensors file
-    reader_runtime: str = "torch"  # "torch"; "onnx" (ONNX Runtime float32; not yet the default: BENCHMARKS.md) or "auto"
+    reader_runtime: str = "auto"  # READER_RUNTIMES: "auto" (ONNX Runtime where exported, else torch), "onnx", "torch"
     llm_model: str = ""  # "" = built-in Qwen2.5-Coder-1.5B-Instruct GGUF; or a local .gguf file
     llm_threads: int = 0  # llama.cpp threads; 0 = number of cores
     llm_max_tokens: int = 160
@@ -101,8 +105,9 @@ class Settings:
             raise ConfigError(f"ASSISTANT_PORT (--port) must be between 1 and 65535, not {self.port}")
         if self.reader not in READERS:
             raise ConfigError(f"ASSISTANT_READER must be {' or '.join(READERS)}, not {self.reader!r}")
-        if self.reader_runtime not in ("auto", "onnx", "torch"):
-            raise ConfigError(f"ASSISTANT_READER_RUNTIME must be auto, onnx or torch, not {self.reader_runtime!r}")
+        if self.reader_runtime not in READER_RUNTIMES:
+            raise ConfigError(f"ASSISTANT_READER_RUNTIME must be {', '.join(READER_RUNTIMES)}, not "
+                              f"{self.reader_runtime!r}")
         if self.llm_threads < 0 or self.llm_max_tokens <= 0:
             raise ConfigError("ASSISTANT_LLM_THREADS must be >= 0 and ASSISTANT_LLM_MAX_TOKENS positive")
         if not 0 <= self.chunk_overlap < self.chunk_size // 2:

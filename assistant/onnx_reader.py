@@ -32,7 +32,6 @@ from .models import sha256_file
 log = logging.getLogger(__name__)
 
 FORMAT = "assistant-reader-onnx/1"
-RUNTIMES = ("auto", "onnx", "torch")
 STAMP = "stamp.json"
 GRAPH = "reader.onnx"
 MAX_PROBE_DIFF = 1e-3  # the largest |score difference| to torch accepted on the probe windows

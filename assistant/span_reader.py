@@ -25,12 +25,12 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from .citations import cite
-from .config import native_bf16
+from .config import READER_RUNTIMES, native_bf16
 from .embedding import Embedder
 from .errors import ModelError
 from .reader import DEFAULT_MIN_EVIDENCE, ExtractiveReader, Passages, Reading, Response, cite_passage
 from .models import sha256_file
-from .onnx_reader import RUNTIMES, OnnxSpanModel, export, export_folder
+from .onnx_reader import OnnxSpanModel, export, export_folder
 from .onnx_reader import available as onnx_available
 from .onnx_reader import ready as onnx_ready
 from .span_model import SpanReaderModel, SpanScore, score_windows
@@ -71,8 +71,8 @@ def load_reader_model(embedder: Embedder, weights: Path, bf16: bool = False, run
     tokenizer = embedder._load().tokenizer
     threshold = float(meta["threshold"])
     folder = None
-    if runtime not in RUNTIMES:
-        raise ModelError(f"ASSISTANT_READER_RUNTIME must be {', '.join(RUNTIMES)}, not {runtime!r}")
+    if runtime not in READER_RUNTIMES:
+        raise ModelError(f"ASSISTANT_READER_RUNTIME must be {', '.join(READER_RUNTIMES)}, not {runtime!r}")
     if runtime == "onnx" or (runtime == "auto" and not bf16 and onnx_available()):
         if bf16:
             raise ModelError("the bf16 reader runs in torch only: set ASSISTANT_READER_RUNTIME=torch")
@@ -98,7 +98,7 @@ def load_reader_model(embedder: Embedder, weights: Path, bf16: bool = False, run
         p.requires_grad_(False)
     if folder is not None:  # runtime "onnx" without an export: make it from this model, then serve it
         if not onnx_available():
-            raise ModelError("ASSISTANT_READER_RUNTIME=onnx needs onnxruntime: pip install -e '.[runtimes]'")
+            raise ModelError("ASSISTANT_READER_RUNTIME=onnx needs onnxruntime (a dependency: run `make install`)")
         export(model, tokenizer, folder)
         return OnnxSpanModel(base, folder), tokenizer, threshold
     return model, tokenizer, threshold

@@ -14,6 +14,7 @@ def test_defaults_without_variables():
     assert s == Settings()
     assert (s.corpus, s.index, s.embed_model, s.embed_dtype) == (Path("corpus"), Path("index"), "", "auto")
     assert (s.top_k, s.chunk_size, s.chunk_overlap, s.min_evidence) == (5, 360, 0, 0.0)
+    assert (s.reader, s.reader_runtime) == ("span", "auto")
 
 
 def test_variables_are_read_and_typed(tmp_path):
@@ -73,6 +74,7 @@ def test_with_changes_only_given_fields():
     ({"ASSISTANT_MAX_QUESTION_CHARS": "0"}, "ASSISTANT_MAX_QUESTION_CHARS"),
     ({"ASSISTANT_CHUNK_SIZE": "100", "ASSISTANT_CHUNK_OVERLAP": "50"}, "ASSISTANT_CHUNK_OVERLAP"),
     ({"ASSISTANT_CHUNK_OVERLAP": "-1"}, "ASSISTANT_CHUNK_OVERLAP"),
+    ({"ASSISTANT_READER_RUNTIME": "openvino"}, "ASSISTANT_READER_RUNTIME must be auto, onnx, torch, not 'openvino'"),
 ])
 def test_bad_values_are_refused(env, fragment):
     with pytest.raises(ConfigError) as caught:

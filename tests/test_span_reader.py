@@ -172,10 +172,17 @@ NEGATIVE = ("阿里巴巴集团于1999年在浙江省杭州市创立，创始人
 
 
 @pytest.fixture(scope="module")
-def real_reader(real_settings):
+def real_embedder(real_settings):
     from assistant.pipeline import make_embedder
 
-    reader = SpanReader(make_embedder(real_settings), models.resolve_reader_weights(""))
+    return make_embedder(real_settings)
+
+
+@pytest.fixture(scope="module", params=["torch", "onnx"])
+def real_reader(real_settings, real_embedder, request):
+    """The reader model in each runtime; "onnx" is the default's (`make test` fetches, and so exports, it)."""
+    reader = SpanReader(real_embedder, models.resolve_reader_weights(""), runtime=request.param,
+                        home=real_settings.home)
     reader.load()
     return reader
 
@@ -184,12 +191,32 @@ def real_reader(real_settings):
 @pytest.mark.parametrize("question, gold", [("华为的总部位于哪里？", "深圳市龙岗区"),
                                             ("Who founded Huawei?", "任正非")])
 def test_real_model_finds_the_span_and_refuses_a_hard_negative(real_reader, question, gold):
+    from assistant.onnx_reader import OnnxSpanModel
     from assistant.span_model import score_windows
 
     model, tokenizer, threshold = real_reader.gate.model()
+    assert isinstance(model, OnnxSpanModel) == (real_reader.gate.runtime == "onnx")
     own, other = score_windows(model, tokenizer, question, [SEEDED, NEGATIVE])
     assert gold in SEEDED[own.start:own.end] and own.end - own.start <= 20  # a short span, not the passage
     assert own.margin >= threshold > other.margin
+
+
+@pytest.mark.e2e
+def test_onnx_runtime_scores_as_torch_with_the_real_model(real_settings, real_embedder):
+    """The default runtime's export gives torch's spans and margins on real passages (the corpus's too)."""
+    from assistant.span_model import score_windows
+    from assistant.span_reader import load_reader_model
+
+    weights = models.resolve_reader_weights("")
+    torch_model, tokenizer, _ = load_reader_model(real_embedder, weights, runtime="torch")
+    onnx_model, _, _ = load_reader_model(real_embedder, weights, runtime="onnx", home=real_settings.home)
+    text = sorted((ROOT / "corpus").glob("*.txt"))[0].read_text("utf-8")
+    passages = [SEEDED, NEGATIVE, text[:360], text[360:1500]]  # the last one longer than a window
+    for question in ("华为的总部位于哪里？", "Who founded Huawei?", "初创公司缺少训练数据怎么办？"):
+        want = score_windows(torch_model, tokenizer, question, passages)
+        got = score_windows(onnx_model, tokenizer, question, passages)
+        assert [(g.start, g.end) for g in got] == [(w.start, w.end) for w in want]
+        assert np.allclose([g.margin for g in got], [w.margin for w in want], atol=1e-3)
 
 
 @pytest.mark.e2e
