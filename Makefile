@@ -57,10 +57,12 @@ test-fast: install
 	$(BIN)/python -m pytest -q -m "not e2e and not slow"
 
 bench: models
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test,bench,milvus,milvus-server]'
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test,bench,milvus,milvus-server,runtimes]'
 	$(BIN)/python -m bench.speed
 	$(BIN)/python -m bench.stores
 	$(BIN)/python -m bench.hybrid
+	$(BIN)/python -m bench.add_document
+	$(BIN)/python -m bench.runtimes --only torch-fp32,onnx-fp32,onnx-int8,openvino-f32
 
 bench-quality: models
 	$(BIN)/python -m bench.cmrc

@@ -12,7 +12,7 @@ Speed and memory are measured apart, one fresh process per runtime (``--worker``
 ``--time`` reads of a chunk-sized passage (the paragraph's first 360 characters, as the product reads
 its top chunk), p50/p95, and the process's peak resident memory (VmHWM). Run it on an idle machine.
 
-Usage: python -m bench.runtimes [--limit 500] [--time 60] [--only onnx-fp32,torch-fp32]
+Usage: python -m bench.runtimes [--limit 500] [--time 60] [--only onnx-fp32,torch-fp32] [--table JSON...]
 """
 from __future__ import annotations
 
@@ -137,6 +137,39 @@ def worker_speed(spec: dict) -> dict:
             "read3_p50_ms": percentile(three, 0.5), "peak_rss_mb": peak_rss_mb()}
 
 
+LABELS = {"torch-fp32": "torch fp32 eager", "torch-bf16": "torch bf16 eager", "torch-compile": "torch fp32 compile",
+          "onnx-fp32": "ONNX Runtime fp32", "onnx-int8": "ONNX Runtime dynamic int8", "openvino-f32": "OpenVINO f32",
+          "openvino-bf16": "OpenVINO bf16 hint"}
+
+
+def _num(row: dict, key: str, spec: str) -> str:
+    return format(row[key], spec) if key in row else "(not run)"
+
+
+def table(result: dict) -> str:
+    """The runtime table (markdown) of a result: quality and speed, each time also as a ratio to torch fp32."""
+    quality_, speed = result.get("quality", {}).get("runtimes", {}), result.get("speed", {})
+    base = speed.get("torch-fp32", {})
+    n, pairs = result.get("quality", {}).get("questions", 0), result.get("quality", {}).get("pairs", 0)
+
+    def timed(row: dict, key: str, unit: str = "ms") -> str:
+        if key not in row:
+            return ""
+        ratio = f" ({base[key] / row[key]:.2f}x)" if base.get(key) else ""
+        return f"{row[key]:,.0f} {unit}{ratio}" if unit == "ms" else f"{row[key]:.1f} s"
+
+    lines = [f"| runtime | same span as torch fp32 ({n}) | AUC ({pairs} pairs) | max margin diff. | one read p50 / p95 "
+             "(speed-up) | 3 passages p50 | load | peak memory (VmHWM) |", "|---|---|---|---|---|---|---|---|"]
+    for name in [r for r in RUNTIMES if r in quality_ or r in speed]:
+        q, t = quality_.get(name, {}), speed.get(name, {})
+        lines.append(f"| {LABELS[name]} | {_num(q, 'same_span', '.3f')} | {_num(q, 'auc', '.4f')} | "
+                     f"{_num(q, 'margin_abs_diff_max', '.2g')} | {timed(t, 'read_p50_ms')}"
+                     f"{' / ' + format(t['read_p95_ms'], ',.0f') + ' ms' if 'read_p95_ms' in t else ''} | "
+                     f"{timed(t, 'read3_p50_ms')} | {timed(t, 'load_s', 's')} | "
+                     f"{format(t['peak_rss_mb'], ',.0f') + ' MB' if 'peak_rss_mb' in t else ''} |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     if argv is None and len(sys.argv) > 1 and sys.argv[1] == "--worker":
         return serve_worker(worker_speed)
@@ -145,7 +178,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--time", type=int, default=60, help="chunk-sized reads timed per runtime (0: skip)")
     ap.add_argument("--only", default=",".join(RUNTIMES), help="comma-separated runtimes (default: all)")
     ap.add_argument("--out", default=str(Path.home() / ".cache" / "assistant" / "bench-runtimes.json"))
+    ap.add_argument("--table", nargs="+", type=Path, metavar="JSON",
+                    help="print the table of earlier results (their quality and speed parts joined), run nothing")
     args = ap.parse_args(argv)
+    if args.table:
+        joined: dict = {}
+        for path in args.table:
+            joined.update({k: v for k, v in json.loads(path.read_text()).items() if k in ("quality", "speed")})
+        print(table(joined))
+        return 0
     names = [n for n in args.only.split(",") if n]
     unknown = set(names) - set(RUNTIMES)
     if unknown:
@@ -162,6 +203,7 @@ def main(argv: list[str] | None = None) -> int:
             print(name, json.dumps(result["speed"][name]), flush=True)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
+    print(f"\n{result['machine']}\n\n{table(result)}")
     return 0
 
 
