@@ -42,11 +42,17 @@ def load(name: str):
     from assistant.pipeline import make_embedder
     from assistant.span_reader import load_reader_model
 
-    settings = Settings.from_env()
+    # torch-bf16 shares the bf16 embedder's layers (as bench.reader_dtype does): with the default dtype the
+    # embedder may be float32 here, and then load_reader_model(bf16=True) runs in float32.
+    settings = Settings.from_env(**({"embed_dtype": "bf16"} if name == "torch-bf16" else {}))
     embedder = make_embedder(settings)
     weights = resolve_reader_weights(settings.reader_model)
     if name.startswith("torch"):
         model, tokenizer, _ = load_reader_model(embedder, weights, bf16=name == "torch-bf16")
+        if name == "torch-bf16":
+            import torch
+
+            assert next(model.top.parameters()).dtype == torch.bfloat16, "the bf16 reader did not load in bf16"
         if name == "torch-compile":
             import torch
 
