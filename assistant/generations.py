@@ -77,15 +77,13 @@ def commit(folder: Path, stage: Path, manifest: Manifest) -> None:
     _fsync_dir(folder)
 
 
-def remove_other_generations(folder: Path, keep: str | Manifest) -> None:
-    """Delete files of older or abandoned generations (never anything we did not name).
-
-    ``keep``: the generation being served, or its manifest: then every file it references is kept (the
-    segments of earlier generations an add-only update still serves) and every other one of ours goes."""
-    kept = keep.referenced if isinstance(keep, Manifest) else frozenset()
-    generation = keep.generation if isinstance(keep, Manifest) else keep
+def remove_other_generations(folder: Path, keep: Manifest) -> None:
+    """Delete files of older or abandoned generations (never anything we did not name): every file of ours
+    that ``keep``, the manifest being served, does not reference (it references the segments of earlier
+    generations an add-only update still serves) and that is not of its generation."""
+    kept = keep.referenced
     for path in folder.iterdir():
-        if path.name.startswith(_PREFIXES) and generation not in path.name and path.name not in kept:
+        if path.name.startswith(_PREFIXES) and keep.generation not in path.name and path.name not in kept:
             if path.is_dir():
                 shutil.rmtree(path, ignore_errors=True)
             else:

@@ -272,33 +272,14 @@ def _append_segment(folder: Path, documents: list[Document], previous: LoadedInd
                        documents=records, chunk_count=base + len(chunks),
                        corpus=str(corpus.resolve()) if corpus else "", skipped=tuple((s, r) for s, r in skipped),
                        built_at=now, files={}, segments=info.parts)
-    final, index, lexical = _write_segment(folder, manifest, chunks, lines, matrix, units, t0,
-                                           stage_progress(progress, "indexing words", "chunk"))
+    final, index, lexical = _write_generation(folder, manifest, chunks, lines, matrix, units, None, t0,
+                                              stage_progress(progress, "indexing words", "chunk"), append=True)
     pages = dict(previous.pages, **{d.source: [tuple(p) for p in d.pages] for d in fresh if d.pages})
     written = LoadedIndex(folder, final.to_json(), previous.chunks + chunks, previous.lines + lines,
                           joined_vectors([previous.vectors, index]), previous.lexical.extended(lexical), pages,
                           None if units is None else previous.units.extended(units), info=final)
     return BuildReport(len(documents), len(written.chunks), len(chunks), len(held), 0, tuple(skipped),
                        time.monotonic() - t0, index=written)
-
-
-def _write_segment(folder: Path, manifest: Manifest, chunks: list[Chunk], lines: list[int], matrix: np.ndarray,
-                   units: UnitVectors | None, t0: float,
-                   progress: Progress | None = None) -> tuple[Manifest, object, LexicalIndex]:
-    """Write the files of one new segment (``chunks``, their vectors, units and BM25 tokens, with their own
-    vocabulary), then swap in ``manifest`` with the segment appended to its ``segments``.
-
-    Returns the manifest, the segment's FAISS index and its lexical index (for serving without reading back)."""
-    generation = generations.new_generation()
-    files = _files(generation, True, units is not None)
-    with generations.staging(folder, generation) as stage:
-        index, lexical = _write_files(stage, files, chunks, lines, matrix, units, None, progress)
-        segments = (*manifest.segments, Segment(generation, len(chunks), files))
-        manifest = replace(manifest, segments=segments, generation=generation,
-                           build_seconds=round(time.monotonic() - t0, 2))
-        generations.commit(folder, stage, manifest)
-    generations.remove_other_generations(folder, manifest)
-    return manifest, index, lexical
 
 
 def _restated(record: DocumentRecord, stat: FileStat | None) -> DocumentRecord:
@@ -528,9 +509,11 @@ def _write_files(stage: Path, files: dict[str, str], chunks: list[Chunk], lines:
 
 def _write_generation(folder: Path, manifest: Manifest, chunks: list[Chunk], lines: list[int],
                       matrix: np.ndarray | None, units: UnitVectors | None,
-                      tokens: list[tuple[LexicalIndex, int] | None], t0: float,
-                      progress: Progress | None = None) -> tuple[Manifest, object, LexicalIndex]:
-    """Write a generation (``matrix`` None: no vectors file, they are in a store) and swap it in.
+                      tokens: list[tuple[LexicalIndex, int] | None] | None, t0: float,
+                      progress: Progress | None = None, append: bool = False) -> tuple[Manifest, object, LexicalIndex]:
+    """Write a generation (``matrix`` None: no vectors file, they are in a store) and swap it in: the whole
+    index as its one segment, or with ``append`` one new segment after ``manifest.segments`` (the chunks
+    of the new documents only, with a vocabulary of their own).
 
     Returns what was written, for serving it without reading it back: the manifest, the FAISS index
     (None with a store) and the lexical index."""
@@ -538,7 +521,9 @@ def _write_generation(folder: Path, manifest: Manifest, chunks: list[Chunk], lin
     files = _files(generation, matrix is not None, units is not None)
     with generations.staging(folder, generation) as stage:
         index, lexical = _write_files(stage, files, chunks, lines, matrix, units, tokens, progress)
-        manifest = replace(manifest, files=files, generation=generation, build_seconds=round(time.monotonic() - t0, 2))
+        where = ({"segments": (*manifest.segments, Segment(generation, len(chunks), files))} if append
+                 else {"files": files})
+        manifest = replace(manifest, **where, generation=generation, build_seconds=round(time.monotonic() - t0, 2))
         generations.commit(folder, stage, manifest)
-    generations.remove_other_generations(folder, generation)
+    generations.remove_other_generations(folder, manifest)
     return manifest, index, lexical
