@@ -4,11 +4,12 @@ from __future__ import annotations
 import logging
 import os
 import threading
+from pathlib import Path
 from typing import Protocol
 
 import numpy as np
 
-from .config import quiet_openmp
+from .config import QUERY_RUNTIMES, quiet_openmp
 from .errors import ModelError
 from .models import ResolvedModel
 
@@ -50,11 +51,17 @@ class SentenceTransformerEmbedder:
     """
 
     def __init__(self, model: ResolvedModel, dtype: str = "bf16", batch_size: int = 16, threads: int = 0,
-                 show_progress: bool = False) -> None:
+                 show_progress: bool = False, query_runtime: str = "torch", home: Path | None = None) -> None:
         if dtype not in ("bf16", "fp32"):
             raise ValueError(f"dtype must be bf16 or fp32, not {dtype!r}")
         if batch_size <= 0:
             raise ValueError("batch_size must be positive")
+        if query_runtime not in QUERY_RUNTIMES:
+            raise ValueError(f"query_runtime must be one of {', '.join(QUERY_RUNTIMES)}, not {query_runtime!r}")
+        if query_runtime != "torch" and home is None:
+            raise ValueError("the ONNX query encoder needs the model cache folder (home)")
+        self.query_runtime, self.home = query_runtime, home
+        self._onnx = None  # OnnxQueryEncoder, False (torch), or None (not decided yet)
         self.model_id = model.model_id
         self.weights_sha256 = model.weights_sha256
         self.location = model.location
@@ -89,12 +96,44 @@ class SentenceTransformerEmbedder:
             log.info("loaded embedding model %s (%s)", self.model_id, self.dtype)
             return model
 
+    def query_encoder(self):
+        """The ONNX Runtime query encoder where ``query_runtime`` allows it and its export exists, else None.
+
+        It loads without torch (tokenizer, memory-mapped embedding table, one session): a process that only
+        asks never loads the sentence-transformers model."""
+        if self._onnx is None:
+            with self._lock:
+                if self._onnx is None:
+                    self._onnx = self._open_query_encoder() or False
+        return self._onnx or None
+
+    def _open_query_encoder(self):
+        # "auto" only where torch would compute in float32 too: ONNX Runtime float32 gives the same top-5 as torch
+        # float32, but not as torch bf16 (93% in bench/encoders.py), and the index's passages are in self.dtype.
+        if self.query_runtime == "torch" or (self.query_runtime == "auto" and self.dtype != "fp32"):
+            return None
+        from . import onnx_encoder, onnx_files
+
+        folder = onnx_encoder.export_folder(self.home, self.weights_sha256) if self.weights_sha256 else None
+        if folder is not None and onnx_files.available() and onnx_encoder.ready(folder) and os.path.isdir(self.location):
+            encoder = onnx_encoder.OnnxQueryEncoder(Path(self.location), folder, self.threads)
+            log.info("query encoder: ONNX Runtime (%s)", folder.name)
+            return encoder
+        if self.query_runtime == "onnx":
+            raise ModelError("ASSISTANT_QUERY_RUNTIME=onnx, but the embedding model has no ONNX export "
+                             + ("(onnxruntime is not installed)" if not onnx_files.available()
+                                else "yet: run `assistant models fetch`"))
+        log.info("no ONNX export of the embedding model (`assistant models fetch` makes it): queries run in torch")
+        return None
+
     def transformer(self):
         """The loaded transformer (a Hugging Face model), for the reader model to share its bottom layers."""
         return self._load()[0].auto_model
 
     @property
     def dimension(self) -> int:
+        if self._model is None and self.query_encoder() is not None:
+            return self.query_encoder().dimension
         model = self._load()
         getter = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
         return int(getter())
@@ -112,6 +151,10 @@ class SentenceTransformerEmbedder:
         return self._encode(inputs)
 
     def embed_queries(self, texts: list[str]) -> np.ndarray:
+        encoder = self.query_encoder()
+        if encoder is not None:
+            prompt = encoder.prompts.get("query", "")
+            return normalize(encoder.encode([prompt + x for x in texts], self.batch_size))
         prompt = self._prompts().get("query", "")
         return self._encode([prompt + x for x in texts])
 

@@ -43,7 +43,7 @@ def make_embedder(settings: Settings, show_progress: bool = False) -> SentenceTr
     """The configured embedding model (not loaded until first use)."""
     resolved = resolve_embedding_model(settings.embed_model, settings.home)
     return SentenceTransformerEmbedder(resolved, resolve_dtype(settings.embed_dtype), settings.embed_batch, settings.threads,
-                                       show_progress)
+                                       show_progress, query_runtime=settings.query_runtime, home=settings.home)
 
 
 @dataclass(frozen=True)

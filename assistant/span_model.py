@@ -305,9 +305,13 @@ def best_span(start: np.ndarray, end: np.ndarray, first: int, count: int, max_an
 
 def score_windows(model: SpanReaderModel, tokenizer, question: str, passages: list[str], batch_size: int = 8,
                   max_len: int = MAX_LEN) -> list[SpanScore]:
-    """The best span of each passage (over its windows of ``max_len`` tokens), with its no-answer score."""
-    import torch
+    """The best span of each passage (over its windows of ``max_len`` tokens), with its no-answer score.
 
+    ``model``: a torch ``SpanReaderModel``, or one whose ``numpy`` attribute is true (``OnnxSpanModel``):
+    it is given numpy ids and masks, and torch is not imported."""
+    from .tokens import pad_ids
+
+    numpy_model = getattr(model, "numpy", False)
     items: list[tuple[int, Window]] = []
     for p, passage in enumerate(passages):
         items += [(p, w) for w in windows(tokenizer, question, passage, max_len)]
@@ -315,9 +319,15 @@ def score_windows(model: SpanReaderModel, tokenizer, question: str, passages: li
     order = sorted(range(len(items)), key=lambda k: len(items[k][1].ids))
     for b in range(0, len(order), batch_size):
         group = [items[k] for k in order[b:b + batch_size]]
-        ids, mask = pad_batch([w.ids for _, w in group], tokenizer.pad_token_id or 0)
-        with torch.inference_mode():
-            scores = model.logits(ids, mask).float().numpy()
+        rows = [w.ids for _, w in group]
+        if numpy_model:
+            scores = model.logits(*pad_ids(rows, tokenizer.pad_token_id or 0))
+        else:
+            import torch
+
+            ids, mask = pad_batch(rows, tokenizer.pad_token_id or 0)
+            with torch.inference_mode():
+                scores = model.logits(ids, mask).float().numpy()
         for (p, w), row in zip(group, scores, strict=True):
             if not w.offsets:
                 continue

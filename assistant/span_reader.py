@@ -49,14 +49,11 @@ def load_reader_model(embedder: Embedder, weights: Path, bf16: bool = False, run
     ``bf16`` (torch only): run in bf16 with a bf16 embedder on a CPU that computes bf16 natively (1.9x faster,
     but the same span for only 98.8% of 500 CMRC dev questions, below the 99% asked of a default:
     BENCHMARKS.md); else float32."""
-    import torch
     from safetensors import safe_open
-    from safetensors.torch import load_file
 
     try:
-        with safe_open(str(weights), "pt") as f:
+        with safe_open(str(weights), "numpy") as f:  # the header only: no tensor is read, no torch needed
             meta = f.metadata() or {}
-        state = load_file(str(weights))
     except (OSError, ValueError, RuntimeError) as exc:
         raise ModelError(f"cannot read the reader weights {weights}: {str(exc).splitlines()[0]}") from exc
     if meta.get("format") != "assistant-span-reader/1":
@@ -67,8 +64,6 @@ def load_reader_model(embedder: Embedder, weights: Path, bf16: bool = False, run
     transformer = getattr(embedder, "transformer", None)
     if transformer is None:
         raise ModelError("the reader model needs the sentence-transformers embedder (its bottom layers are shared)")
-    base = transformer()
-    tokenizer = embedder._load().tokenizer
     threshold = float(meta["threshold"])
     folder = None
     if runtime not in READER_RUNTIMES:
@@ -81,10 +76,22 @@ def load_reader_model(embedder: Embedder, weights: Path, bf16: bool = False, run
         folder = export_folder(home, sha256_file(weights), getattr(embedder, "weights_sha256", "")
                                or str(getattr(embedder, "location", "")))
         if onnx_ready(folder):
-            return OnnxSpanModel(base, folder), tokenizer, threshold
+            light = embedder.query_encoder() if hasattr(embedder, "query_encoder") else None
+            if light is not None:  # the ONNX query encoder's tokenizer and table: torch is never loaded
+                return OnnxSpanModel(light.table, folder), light.tokenizer, threshold
+            return OnnxSpanModel(transformer(), folder), embedder._load().tokenizer, threshold
         if runtime == "auto":
             log.info("no ONNX export of the reader model yet (`assistant models fetch` makes it): using torch")
             folder = None
+    import torch
+    from safetensors.torch import load_file
+
+    try:
+        state = load_file(str(weights))
+    except (OSError, ValueError, RuntimeError) as exc:
+        raise ModelError(f"cannot read the reader weights {weights}: {str(exc).splitlines()[0]}") from exc
+    base = transformer()
+    tokenizer = embedder._load().tokenizer
     # In float32 (with a float32 copy of the shared layers when the embedder is in bf16), or in bf16 sharing them.
     shared = base.embed_tokens.weight.dtype
     dtype = torch.bfloat16 if bf16 and shared == torch.bfloat16 and native_bf16() else torch.float32

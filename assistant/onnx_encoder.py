@@ -1,0 +1,147 @@
+"""The query encoder run by ONNX Runtime: the embedding model's vectors for questions, without torch.
+
+Chosen by measurement (BENCHMARKS.md, "Runtimes"): a question is encoded faster in ONNX Runtime
+float32 than in torch (bf16 or float32) on this 2-core CPU, with the same top-5 passages, and a
+process that only asks never imports torch, transformers or sentence-transformers: the first
+answer comes seconds sooner. Passages (index builds) stay in torch, where bf16 batches are fast.
+
+The graph (the 24 layers, mean pooling, the two dense layers and the normalisation, as the
+sentence-transformers model runs them) is exported here from the verified weights by
+``assistant models fetch``; the token embedding table stays outside it, read from
+``model.safetensors`` as a memory map (``tokens.EmbeddingTable``) and shared with the reader
+model. Before an export is kept it must give the sentence-transformers model's float32 vectors on
+probe texts (one longer than the 512-token sliding window, so that mask is in the check too).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+
+from . import onnx_files
+from .errors import ModelError
+
+log = logging.getLogger(__name__)
+
+FORMAT = "assistant-encoder-onnx/1"
+GRAPH = "encoder.onnx"
+MIN_PROBE_COSINE = 0.99999  # each probe vector against sentence-transformers' float32 one
+PROBES = ("task: search result | query: GAN 的损失函数是什么？",
+          "title: none | text: What are the interview questions about Transformers and attention?",
+          "title: none | text: " + "生成对抗网络由生成器和判别器组成，判别器的损失函数是二元交叉熵。" * 40)
+
+
+def export_folder(home: Path, base_sha256: str) -> Path:
+    return onnx_files.folder_for(home, "encoder", FORMAT, base_sha256)
+
+
+def ready(folder: Path) -> bool:
+    return onnx_files.ready(folder, FORMAT, GRAPH)
+
+
+def export(model, folder: Path) -> Path:
+    """Export ``model`` (a float32 ``SentenceTransformer`` of a Gemma 3 encoder) into ``folder``; check; stamp."""
+    import shutil
+    import warnings
+
+    import torch
+
+    modules = list(model)
+    base = modules[0].auto_model
+    if not hasattr(base, "embed_tokens") or getattr(modules[1], "pooling_mode", None) != "mean":
+        raise ModelError("only a Gemma 3 encoder with mean pooling can be exported to ONNX here")
+    t0 = time.monotonic()
+    staging = onnx_files.staging_for(folder)
+
+    class EncoderGraph(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.base, self.after = base, torch.nn.ModuleList(modules[1:])
+
+        def forward(self, hidden, mask):
+            tokens = self.base(inputs_embeds=hidden, attention_mask=mask).last_hidden_state
+            features = {"token_embeddings": tokens, "attention_mask": mask}
+            for module in self.after:
+                features = module(features)
+            return features["sentence_embedding"]
+
+    try:
+        tok = model.tokenizer(list(PROBES), padding=True, return_tensors="pt")
+        ids, mask = tok["input_ids"], tok["attention_mask"]
+        with torch.inference_mode():
+            expected = model.encode(list(PROBES), convert_to_numpy=True, normalize_embeddings=True)
+            hidden = base.embed_tokens(ids).float()
+        batch, tokens = torch.export.Dim("batch", min=1, max=1024), torch.export.Dim("tokens", min=2, max=8192)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(EncoderGraph().eval(), (hidden, mask), str(staging / GRAPH), dynamo=True,
+                              external_data=True, input_names=["hidden", "mask"], output_names=["sentence_vector"],
+                              verbose=False, dynamic_shapes=({0: batch, 1: tokens}, {0: batch, 1: tokens}))
+        got = onnx_files.session(staging / GRAPH).run(None, {"hidden": hidden.numpy(), "mask": mask.numpy()})[0]
+        cosine = float(np.min(np.sum(got * expected, axis=1)))
+        if not cosine >= MIN_PROBE_COSINE:
+            raise ModelError(f"the ONNX export of the embedding model gives other vectors than torch (lowest cosine "
+                             f"{cosine:.6f}); set ASSISTANT_QUERY_RUNTIME=torch")
+        onnx_files.publish(staging, folder, FORMAT, probe_min_cosine=cosine, probe_tokens=int(ids.shape[1]),
+                           seconds=round(time.monotonic() - t0, 1))
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    log.info("exported the embedding model to ONNX in %.0f s (probe cosine %.7f)", time.monotonic() - t0, cosine)
+    return folder
+
+
+def prepare(model_folder: Path, folder: Path) -> Path:
+    """Load the embedding model in float32 (sentence-transformers) and export it into ``folder``."""
+    from sentence_transformers import SentenceTransformer
+
+    from .config import quiet_openmp
+
+    quiet_openmp()
+    return export(SentenceTransformer(str(model_folder), device="cpu"), folder)
+
+
+class OnnxQueryEncoder:
+    """Question vectors from the exported graph: tokenizer, memory-mapped embedding table, ONNX Runtime."""
+
+    def __init__(self, model_folder: Path, folder: Path, threads: int = 0) -> None:
+        from .tokens import EmbeddingTable, FastTokenizer
+
+        if not ready(folder):
+            raise ModelError(f"the ONNX query encoder in {folder} is missing or changed since it was checked: "
+                             "run `assistant models fetch`")
+        try:
+            config = json.loads((model_folder / "config.json").read_text("utf-8"))
+            st_config = json.loads((model_folder / "config_sentence_transformers.json").read_text("utf-8"))
+            max_len = json.loads((model_folder / "sentence_bert_config.json").read_text("utf-8"))["max_seq_length"]
+        except (OSError, ValueError, KeyError) as exc:
+            raise ModelError(f"cannot read the embedding model's configuration in {model_folder}: {exc}") from exc
+        self.tokenizer = FastTokenizer(model_folder)
+        self.table = EmbeddingTable(model_folder / "model.safetensors", "embed_tokens.weight",
+                                    config["hidden_size"] ** 0.5)
+        self.prompts = dict(st_config.get("prompts") or {})
+        self.max_len = int(max_len)
+        self.folder = folder
+        self._session = onnx_files.session(folder / GRAPH, threads)
+        self.dimension = int(self._session.get_outputs()[0].shape[-1])
+
+    def token_ids(self, texts: list[str]) -> list[list[int]]:
+        """What the model reads of each text: its tokens with <bos> and <eos>, cut as transformers cuts them."""
+        eos = self.tokenizer.eos_token_id
+        rows = self.tokenizer.encode_batch(texts)
+        return [r if len(r) <= self.max_len else [*r[:self.max_len - 1], eos] for r in rows]
+
+    def encode(self, texts: list[str], batch_size: int = 16) -> np.ndarray:
+        """Normalised vectors of ``texts`` (prompts already applied), in their order."""
+        from .tokens import pad_ids
+
+        rows = self.token_ids(texts)
+        out = np.empty((len(rows), self.dimension), dtype=np.float32)
+        order = sorted(range(len(rows)), key=lambda i: len(rows[i]))
+        for b in range(0, len(order), batch_size):
+            group = order[b:b + batch_size]
+            ids, mask = pad_ids([rows[i] for i in group], self.tokenizer.pad_token_id or 0)
+            out[group] = self._session.run(None, {"hidden": self.table.lookup(ids), "mask": mask})[0]
+        return out
