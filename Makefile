@@ -63,6 +63,7 @@ bench: models
 	$(BIN)/python -m bench.hybrid
 	$(BIN)/python -m bench.add_document
 	$(BIN)/python -m bench.runtimes --only torch-fp32,onnx-fp32,onnx-int8,openvino-f32
+	$(BIN)/python -m bench.encoders
 
 bench-quality: models
 	$(BIN)/python -m bench.cmrc

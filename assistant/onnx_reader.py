@@ -26,7 +26,7 @@ from .onnx_files import available  # noqa: F401 - part of this module's interfac
 
 log = logging.getLogger(__name__)
 
-FORMAT = "assistant-reader-onnx/1"
+FORMAT = "assistant-reader-onnx/2"  # /1 could be made from a bf16 embedder's rounded bottom layers
 GRAPH = "reader.onnx"
 MAX_PROBE_DIFF = 1e-3  # the largest |score difference| to torch accepted on the probe windows
 PROBE = ("GAN 的损失函数是什么？", "生成对抗网络由生成器和判别器组成，判别器的损失函数是二元交叉熵 binary_crossentropy，"

@@ -98,6 +98,8 @@ def load_reader_model(embedder: Embedder, weights: Path, bf16: bool = False, run
     lora = int(meta.get("lora_rank", "0"))  # bottom layers adapted: own float32 copies, updates merged in
     model = SpanReaderModel(base, int(meta["frozen"]), int(meta["layers"]), own_bottom=shared != dtype,
                             lora_rank=lora, lora_alpha=float(meta.get("lora_alpha", "0"))).to(dtype)
+    if shared != dtype or lora:
+        _exact_bottom(model, getattr(embedder, "location", ""))
     model.load_state_dict({k: v.to(torch.float32 if k.startswith("lora.") else dtype) for k, v in state.items()})
     model.merge()
     model.train(False)
@@ -109,6 +111,27 @@ def load_reader_model(embedder: Embedder, weights: Path, bf16: bool = False, run
         export(model, tokenizer, folder)
         return OnnxSpanModel(base, folder), tokenizer, threshold
     return model, tokenizer, threshold
+
+
+def _exact_bottom(model: SpanReaderModel, location: str) -> None:
+    """Give the reader's own copies of the bottom layers the model file's float32 values.
+
+    The copies are made from the loaded embedder, which may run in bf16: copied from it, they would carry
+    its rounding (margins off by about 0.02) into the reader, and into the ONNX export made from it. The
+    reader was trained on the float32 layers."""
+    import torch
+    from safetensors import safe_open
+
+    path = Path(location) / "model.safetensors"
+    if not path.is_file():
+        return
+    with safe_open(str(path), "pt") as f, torch.no_grad():
+        names = set(f.keys())
+        for i, layer in enumerate(model.low):
+            for name, param in layer.named_parameters():
+                key = f"layers.{i}.{name.replace('.base.', '.')}"
+                if key in names:
+                    param.copy_(f.get_tensor(key).to(param.dtype))
 
 
 def prepare_runtime(embedder: Embedder, weights: Path, home: Path) -> Path | None:

@@ -110,3 +110,25 @@ def test_the_exported_graph_run_by_another_engine_gives_the_model_s_scores(tmp_p
     assert np.allclose(got[real], expected.float().numpy()[real], atol=1e-5)
     by_rows = OnnxSpanModel(TorchTableStandIn(base), tmp_path, run=lambda h, m: np.zeros((*m.shape, 2), np.float32))
     assert by_rows.logits(ids.numpy(), mask.numpy()).shape == (*mask.shape, 2)  # any object with lookup() is a table
+
+
+def test_the_reader_s_own_bottom_copies_get_the_file_s_float32_values_not_a_bf16_embedder_s(tmp_path):
+    """A bf16 embedder's layers are rounded; the reader (trained on the float32 ones) and its ONNX export
+    take the bottom layers from the model file instead (span_reader._exact_bottom)."""
+    from safetensors.torch import save_file
+
+    from assistant.span_reader import _exact_bottom
+
+    base = _tiny_base()
+    exact = {k: v.clone().contiguous() for k, v in base.state_dict().items()}
+    save_file(exact, str(tmp_path / "model.safetensors"))
+    base.to(torch.bfloat16)
+    model = sm.SpanReaderModel(base, 2, 4, own_bottom=True)
+    name = "layers.1.mlp.up_proj.weight"
+    rounded = model.low[1].mlp.up_proj.weight
+    assert rounded.dtype == torch.float32 and not torch.equal(rounded, exact[name])  # copied from bf16: rounded
+    _exact_bottom(model, str(tmp_path))
+    for i in range(2):
+        for key, value in model.low[i].state_dict().items():
+            assert torch.equal(value, exact[f"layers.{i}.{key}"]), key
+    _exact_bottom(model, str(tmp_path / "missing"))  # no model file (a hub id): the copies stay as they are
