@@ -43,6 +43,24 @@ def run_worker(module: str, worker_args: list[str], spec: dict, timeout: int = 3
     return json.loads(lines[-1][len("RESULT "):])
 
 
+def measure_runtimes(module: str, names: list[str], quality, limit: int, speed_spec: dict | None, out: Path) -> dict:
+    """The driver of bench.runtimes and bench.encoders: ``quality(names, limit)`` in this process (unless
+    ``limit`` is 0), then one fresh ``module --worker`` per runtime given ``{"runtime": name, **speed_spec}``
+    (unless ``speed_spec`` is empty); the result, with the machine, also written as JSON to ``out``."""
+    result: dict = {"machine": machine()}
+    if limit:
+        result["quality"] = quality(names, limit)
+        print(json.dumps(result["quality"]), flush=True)
+    if speed_spec:
+        result["speed"] = {}
+        for name in names:
+            result["speed"][name] = run_worker(module, [], {"runtime": name, **speed_spec}, label=name)
+            print(name, json.dumps(result["speed"][name]), flush=True)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=1) + "\n")
+    return result
+
+
 def serve_worker(work) -> int:
     """The worker side of ``run_worker``: ``work(spec from stdin)`` printed as one ``RESULT`` line."""
     print("RESULT " + json.dumps(work(json.loads(sys.stdin.read()))), flush=True)

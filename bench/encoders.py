@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.common import REPO, machine, peak_rss_mb, percentile, run_worker, serve_worker
+from bench.common import REPO, measure_runtimes, peak_rss_mb, percentile, serve_worker
 
 RUNTIMES = ("torch-bf16", "torch-fp32", "onnx-fp32", "onnx-int8")
 LABELS = {"torch-bf16": "torch bf16", "torch-fp32": "torch fp32", "onnx-fp32": "ONNX Runtime fp32",
@@ -175,18 +175,8 @@ def main(argv: list[str] | None = None) -> int:
     unknown = set(names) - set(RUNTIMES)
     if unknown:
         ap.error(f"unknown runtimes {sorted(unknown)}; known: {', '.join(RUNTIMES)}")
-    result: dict = {"machine": machine()}
-    if args.limit:
-        result["quality"] = quality(names, args.limit)
-        print(json.dumps(result["quality"]), flush=True)
-    if args.time:
-        result["speed"] = {}
-        for name in names:
-            result["speed"][name] = run_worker("bench.encoders", [], {"runtime": name, "questions": args.time},
-                                               label=name)
-            print(name, json.dumps(result["speed"][name]), flush=True)
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
+    result = measure_runtimes("bench.encoders", names, quality, args.limit,
+                              {"questions": args.time} if args.time else None, Path(args.out))
     print(f"\n{result['machine']}\n\n{table(result)}")
     return 0
 

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from bench.cmrc_data import load_dev
-from bench.common import REPO, machine, peak_rss_mb, percentile, run_worker, serve_worker
+from bench.common import REPO, measure_runtimes, peak_rss_mb, percentile, serve_worker
 
 SEED = 7
 RUNTIMES = ("torch-fp32", "torch-bf16", "torch-compile", "onnx-fp32", "onnx-int8", "openvino-f32", "openvino-bf16")
@@ -199,18 +199,9 @@ def main(argv: list[str] | None = None) -> int:
     unknown = set(names) - set(RUNTIMES)
     if unknown:
         ap.error(f"unknown runtimes {sorted(unknown)}; known: {', '.join(RUNTIMES)}")
-    result: dict = {"machine": machine()}
-    if args.limit:
-        result["quality"] = quality([n for n in names if n != "torch-compile"], args.limit)
-        print(json.dumps(result["quality"]), flush=True)
-    if args.time:
-        result["speed"] = {}
-        for name in names:
-            result["speed"][name] = run_worker("bench.runtimes", [], {"runtime": name, "reads": args.time},
-                                               label=name)
-            print(name, json.dumps(result["speed"][name]), flush=True)
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
+    result = measure_runtimes("bench.runtimes", names,
+                              lambda chosen, limit: quality([n for n in chosen if n != "torch-compile"], limit),
+                              args.limit, {"reads": args.time} if args.time else None, Path(args.out))
     print(f"\n{result['machine']}\n\n{table(result)}")
     return 0
 
