@@ -169,8 +169,8 @@ def _models(args, settings: Settings) -> int:
         raise AssistantError(f"unknown model {args.name!r}; known: {', '.join(models.CARRIED)}")
     if args.action == "fetch":
         folder = models.fetch(spec, settings.home, progress=lambda m: print(m, file=sys.stderr))
-        if spec is models.EMBEDDING_GEMMA and not settings.embed_model and settings.query_runtime != "torch":
-            _prepare_query_runtime(settings, folder)
+        if spec is models.EMBEDDING_GEMMA and not settings.embed_model and settings.embed_runtime != "torch":
+            _prepare_embed_runtime(settings, folder)
         if spec is models.EMBEDDING_GEMMA and not settings.embed_model and settings.reader_runtime != "torch":
             _prepare_reader_runtime(settings)
     else:
@@ -179,7 +179,7 @@ def _models(args, settings: Settings) -> int:
     return 0
 
 
-def _prepare_query_runtime(settings: Settings, model_folder) -> None:
+def _prepare_embed_runtime(settings: Settings, model_folder) -> None:
     """The ONNX export of the embedding model for questions, made once from the verified weights (about a minute)."""
     from . import onnx_encoder, onnx_files
     from .models import EMBEDDING_GEMMA

@@ -10,10 +10,10 @@ from .errors import ConfigError
 # Where the reader model runs (ASSISTANT_READER_RUNTIME): "auto" = ONNX Runtime float32 where its export exists
 # (`assistant models fetch` makes it), else torch; "onnx" (made on first use if missing); "torch".
 READER_RUNTIMES = ("auto", "onnx", "torch")
-# Where questions are encoded (ASSISTANT_QUERY_RUNTIME): "auto" = ONNX Runtime float32 where the embedder runs in
-# float32 (ASSISTANT_EMBED_DTYPE; auto = float32 on CPUs without native bf16) and the export exists (`assistant
-# models fetch` makes it; then asking loads no torch), else torch; "onnx"; "torch". Passages are encoded in torch.
-QUERY_RUNTIMES = ("auto", "onnx", "torch")
+# Where the embedding model runs (ASSISTANT_EMBED_RUNTIME), for questions and passages: "auto" = ONNX Runtime float32
+# where the embedder runs in float32 (ASSISTANT_EMBED_DTYPE; its "auto" is float32 where the export exists) and the
+# export exists (`assistant models fetch` makes it; then asking loads no torch), else torch; "onnx"; "torch".
+EMBED_RUNTIMES = ("auto", "onnx", "torch")
 
 
 def quiet_openmp() -> None:
@@ -54,7 +54,8 @@ class Settings:
     corpus: Path = Path("corpus")
     index: Path = Path("index")
     embed_model: str = ""  # "" = built-in EmbeddingGemma-300M; or a local folder or hub id
-    embed_dtype: str = "auto"  # "auto" (bf16 where the CPU computes it natively, else fp32), "bf16" or "fp32"
+    embed_dtype: str = "auto"  # "auto" (fp32 where the ONNX export runs it, else bf16 where the CPU computes it
+    # natively, else fp32: pipeline.embed_dtype), "bf16" or "fp32"
     embed_batch: int = 16
     threads: int = 0  # torch threads; 0 = library default
     chunk_size: int = 360  # characters; a chunk is cut at a sentence end below this when possible
@@ -69,7 +70,7 @@ class Settings:
     reader: str = "span"  # "span" (reader model: exact span + passage quote), "extractive" (passage quote) or "llm"
     reader_model: str = ""  # "" = the committed reader weights; or a local .safetensors file
     reader_runtime: str = "auto"  # READER_RUNTIMES: "auto" (ONNX Runtime where exported, else torch), "onnx", "torch"
-    query_runtime: str = "auto"  # QUERY_RUNTIMES: the same choice for the query encoder
+    embed_runtime: str = "auto"  # EMBED_RUNTIMES: the same choice for the embedding model
     llm_model: str = ""  # "" = built-in Qwen2.5-Coder-1.5B-Instruct GGUF; or a local .gguf file
     llm_threads: int = 0  # llama.cpp threads; 0 = number of cores
     llm_max_tokens: int = 160
@@ -113,9 +114,9 @@ class Settings:
         if self.reader_runtime not in READER_RUNTIMES:
             raise ConfigError(f"ASSISTANT_READER_RUNTIME must be {', '.join(READER_RUNTIMES)}, not "
                               f"{self.reader_runtime!r}")
-        if self.query_runtime not in QUERY_RUNTIMES:
-            raise ConfigError(f"ASSISTANT_QUERY_RUNTIME must be {', '.join(QUERY_RUNTIMES)}, not "
-                              f"{self.query_runtime!r}")
+        if self.embed_runtime not in EMBED_RUNTIMES:
+            raise ConfigError(f"ASSISTANT_EMBED_RUNTIME must be {', '.join(EMBED_RUNTIMES)}, not "
+                              f"{self.embed_runtime!r}")
         if self.llm_threads < 0 or self.llm_max_tokens <= 0:
             raise ConfigError("ASSISTANT_LLM_THREADS must be >= 0 and ASSISTANT_LLM_MAX_TOKENS positive")
         if not 0 <= self.chunk_overlap < self.chunk_size // 2:

@@ -9,7 +9,7 @@ from typing import Protocol
 
 import numpy as np
 
-from .config import QUERY_RUNTIMES, quiet_openmp
+from .config import EMBED_RUNTIMES, quiet_openmp
 from .errors import ModelError
 from .models import ResolvedModel
 
@@ -51,17 +51,17 @@ class SentenceTransformerEmbedder:
     """
 
     def __init__(self, model: ResolvedModel, dtype: str = "bf16", batch_size: int = 16, threads: int = 0,
-                 show_progress: bool = False, query_runtime: str = "torch", home: Path | None = None) -> None:
+                 show_progress: bool = False, embed_runtime: str = "torch", home: Path | None = None) -> None:
         if dtype not in ("bf16", "fp32"):
             raise ValueError(f"dtype must be bf16 or fp32, not {dtype!r}")
         if batch_size <= 0:
             raise ValueError("batch_size must be positive")
-        if query_runtime not in QUERY_RUNTIMES:
-            raise ValueError(f"query_runtime must be one of {', '.join(QUERY_RUNTIMES)}, not {query_runtime!r}")
-        if query_runtime != "torch" and home is None:
+        if embed_runtime not in EMBED_RUNTIMES:
+            raise ValueError(f"embed_runtime must be one of {', '.join(EMBED_RUNTIMES)}, not {embed_runtime!r}")
+        if embed_runtime != "torch" and home is None:
             raise ValueError("the ONNX query encoder needs the model cache folder (home)")
-        self.query_runtime, self.home = query_runtime, home
-        self._onnx = None  # OnnxQueryEncoder, False (torch), or None (not decided yet)
+        self.embed_runtime, self.home = embed_runtime, home
+        self._onnx = None  # OnnxEncoder, False (torch), or None (not decided yet)
         self.model_id = model.model_id
         self.weights_sha256 = model.weights_sha256
         self.location = model.location
@@ -96,34 +96,35 @@ class SentenceTransformerEmbedder:
             log.info("loaded embedding model %s (%s)", self.model_id, self.dtype)
             return model
 
-    def query_encoder(self):
-        """The ONNX Runtime query encoder where ``query_runtime`` allows it and its export exists, else None.
+    def onnx_encoder(self):
+        """The ONNX Runtime encoder (``onnx_encoder.OnnxEncoder``) where ``embed_runtime`` allows it and its export
+        exists, else None. Where there is one, questions, texts and passages are all encoded by it.
 
         It loads without torch (tokenizer, memory-mapped embedding table, one session): a process that only
         asks never loads the sentence-transformers model."""
         if self._onnx is None:
             with self._lock:
                 if self._onnx is None:
-                    self._onnx = self._open_query_encoder() or False
+                    self._onnx = self._open_onnx_encoder() or False
         return self._onnx or None
 
-    def _open_query_encoder(self):
+    def _open_onnx_encoder(self):
         # "auto" only where torch would compute in float32 too: ONNX Runtime float32 gives the same top-5 as torch
-        # float32, but not as torch bf16 (93% in bench/encoders.py), and the index's passages are in self.dtype.
-        if self.query_runtime == "torch" or (self.query_runtime == "auto" and self.dtype != "fp32"):
+        # float32, but not as torch bf16 (93% in bench/encoders.py).
+        if self.embed_runtime == "torch" or (self.embed_runtime == "auto" and self.dtype != "fp32"):
             return None
         from . import onnx_encoder, onnx_files
 
         folder = onnx_encoder.export_folder(self.home, self.weights_sha256) if self.weights_sha256 else None
         if folder is not None and onnx_files.available() and onnx_encoder.ready(folder) and os.path.isdir(self.location):
-            encoder = onnx_encoder.OnnxQueryEncoder(Path(self.location), folder, self.threads)
-            log.info("query encoder: ONNX Runtime (%s)", folder.name)
+            encoder = onnx_encoder.OnnxEncoder(Path(self.location), folder, self.threads)
+            log.info("embedding model: ONNX Runtime float32 (%s)", folder.name)
             return encoder
-        if self.query_runtime == "onnx":
-            raise ModelError("ASSISTANT_QUERY_RUNTIME=onnx, but the embedding model has no ONNX export "
+        if self.embed_runtime == "onnx":
+            raise ModelError("ASSISTANT_EMBED_RUNTIME=onnx, but the embedding model has no ONNX export "
                              + ("(onnxruntime is not installed)" if not onnx_files.available()
                                 else "yet: run `assistant models fetch`"))
-        log.info("no ONNX export of the embedding model (`assistant models fetch` makes it): queries run in torch")
+        log.info("no ONNX export of the embedding model (`assistant models fetch` makes it): it runs in torch")
         return None
 
     def transformer(self):
@@ -132,13 +133,16 @@ class SentenceTransformerEmbedder:
 
     @property
     def dimension(self) -> int:
-        if self._model is None and self.query_encoder() is not None:
-            return self.query_encoder().dimension
+        if self._model is None and self.onnx_encoder() is not None:
+            return self.onnx_encoder().dimension
         model = self._load()
         getter = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
         return int(getter())
 
     def _prompts(self) -> dict[str, str]:
+        encoder = self.onnx_encoder()
+        if encoder is not None:
+            return encoder.prompts
         return dict(getattr(self._load(), "prompts", None) or {})
 
     def embed_documents(self, texts: list[str], titles: list[str] | None = None) -> np.ndarray:
@@ -151,10 +155,6 @@ class SentenceTransformerEmbedder:
         return self._encode(inputs)
 
     def embed_queries(self, texts: list[str]) -> np.ndarray:
-        encoder = self.query_encoder()
-        if encoder is not None:
-            prompt = encoder.prompts.get("query", "")
-            return normalize(encoder.encode([prompt + x for x in texts], self.batch_size))
         prompt = self._prompts().get("query", "")
         return self._encode([prompt + x for x in texts])
 
@@ -168,28 +168,33 @@ class SentenceTransformerEmbedder:
         also sees its context, and costs nothing extra at question time. Models without plain mean
         pooling get standalone unit embeddings instead.
         """
-        model = self._load()
         if not texts:
             return np.zeros((0, self.dimension), dtype=np.float32), []
-        modules = list(model)
-        pooling = modules[1] if len(modules) > 1 else None
-        if getattr(pooling, "pooling_mode", None) != "mean" or not getattr(model.tokenizer, "is_fast", False):
-            return self._standalone_units(texts, titles, units)
+        encoder = self.onnx_encoder()
         prompt = self._prompts().get("document", "")
         if prompt.startswith("title: none | text: "):
             prefixes = [f"title: {t or 'none'} | text: " for t in titles]
         else:
             prefixes = [prompt] * len(texts)
-        order = sorted(range(len(texts)), key=lambda i: len(prefixes[i]) + len(texts[i]), reverse=True)
-        chunk_vectors = np.empty((len(texts), self.dimension), dtype=np.float32)
-        unit_vectors: list[np.ndarray | None] = [None] * len(texts)
-        for k in range(0, len(order), self.batch_size):
-            ids = order[k:k + self.batch_size]
-            vectors, per_chunk = self._late_batch(model, modules[2:], [prefixes[i] + texts[i] for i in ids],
-                                                  [len(prefixes[i]) for i in ids], [units[i] for i in ids])
-            chunk_vectors[ids] = vectors
-            for i, v in zip(ids, per_chunk, strict=True):
-                unit_vectors[i] = v
+        if encoder is not None:  # the same computation in ONNX Runtime float32 (onnx_encoder.encode_passages)
+            chunk_vectors, unit_vectors = encoder.encode_passages([p + t for p, t in zip(prefixes, texts, strict=True)],
+                                                                  [len(p) for p in prefixes], units, self.batch_size)
+        else:
+            model = self._load()
+            modules = list(model)
+            pooling = modules[1] if len(modules) > 1 else None
+            if getattr(pooling, "pooling_mode", None) != "mean" or not getattr(model.tokenizer, "is_fast", False):
+                return self._standalone_units(texts, titles, units)
+            order = sorted(range(len(texts)), key=lambda i: len(prefixes[i]) + len(texts[i]), reverse=True)
+            chunk_vectors = np.empty((len(texts), self.dimension), dtype=np.float32)
+            unit_vectors = [None] * len(texts)
+            for k in range(0, len(order), self.batch_size):
+                ids = order[k:k + self.batch_size]
+                vectors, per_chunk = self._late_batch(model, modules[2:], [prefixes[i] + texts[i] for i in ids],
+                                                      [len(prefixes[i]) for i in ids], [units[i] for i in ids])
+                chunk_vectors[ids] = vectors
+                for i, v in zip(ids, per_chunk, strict=True):
+                    unit_vectors[i] = v
         missing = [(i, j) for i, v in enumerate(unit_vectors) for j in range(len(units[i])) if not np.isfinite(v[j]).all()]
         if missing:  # spans cut off by the model's length limit: embed them on their own
             extra = self.embed_documents([texts[i][slice(*units[i][j])] for i, j in missing],
@@ -240,6 +245,10 @@ class SentenceTransformerEmbedder:
         return vectors, out
 
     def _encode(self, inputs: list[str]) -> np.ndarray:
+        encoder = self.onnx_encoder()
+        if encoder is not None:
+            return normalize(encoder.encode(inputs, self.batch_size)) if inputs else \
+                np.zeros((0, encoder.dimension), dtype=np.float32)
         model = self._load()
         if not inputs:
             return np.zeros((0, self.dimension), dtype=np.float32)

@@ -26,7 +26,7 @@ from .errors import ModelError
 
 log = logging.getLogger(__name__)
 
-FORMAT = "assistant-encoder-onnx/1"
+FORMAT = "assistant-encoder-onnx/2"  # /1 had no token states
 GRAPH = "encoder.onnx"
 MIN_PROBE_COSINE = 0.99999  # each probe vector against sentence-transformers' float32 one
 PROBES = ("task: search result | query: GAN 的损失函数是什么？",
@@ -66,7 +66,7 @@ def export(model, folder: Path) -> Path:
             features = {"token_embeddings": tokens, "attention_mask": mask}
             for module in self.after:
                 features = module(features)
-            return features["sentence_embedding"]
+            return features["sentence_embedding"], tokens
 
     try:
         tok = model.tokenizer(list(PROBES), padding=True, return_tensors="pt")
@@ -78,13 +78,14 @@ def export(model, folder: Path) -> Path:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             torch.onnx.export(EncoderGraph().eval(), (hidden, mask), str(staging / GRAPH), dynamo=True,
-                              external_data=True, input_names=["hidden", "mask"], output_names=["sentence_vector"],
+                              external_data=True, input_names=["hidden", "mask"], output_names=["sentence_vector", "token_states"],
                               verbose=False, dynamic_shapes=({0: batch, 1: tokens}, {0: batch, 1: tokens}))
-        got = onnx_files.session(staging / GRAPH).run(None, {"hidden": hidden.numpy(), "mask": mask.numpy()})[0]
+        got = onnx_files.session(staging / GRAPH).run(["sentence_vector"], {"hidden": hidden.numpy(),
+                                                                           "mask": mask.numpy()})[0]
         cosine = float(np.min(np.sum(got * expected, axis=1)))
         if not cosine >= MIN_PROBE_COSINE:
             raise ModelError(f"the ONNX export of the embedding model gives other vectors than torch (lowest cosine "
-                             f"{cosine:.6f}); set ASSISTANT_QUERY_RUNTIME=torch")
+                             f"{cosine:.6f}); set ASSISTANT_EMBED_RUNTIME=torch")
         onnx_files.publish(staging, folder, FORMAT, probe_min_cosine=cosine, probe_tokens=int(ids.shape[1]),
                            seconds=round(time.monotonic() - t0, 1))
     finally:
@@ -103,14 +104,15 @@ def prepare(model_folder: Path, folder: Path) -> Path:
     return export(SentenceTransformer(str(model_folder), device="cpu"), folder)
 
 
-class OnnxQueryEncoder:
-    """Question vectors from the exported graph: tokenizer, memory-mapped embedding table, ONNX Runtime."""
+class OnnxEncoder:
+    """Vectors from the exported graph (tokenizer, memory-mapped embedding table, ONNX Runtime): of questions
+    and texts (``encode``), and of passages with their units' late-chunking vectors (``encode_passages``)."""
 
     def __init__(self, model_folder: Path, folder: Path, threads: int = 0) -> None:
         from .tokens import EmbeddingTable, FastTokenizer
 
         if not ready(folder):
-            raise ModelError(f"the ONNX query encoder in {folder} is missing or changed since it was checked: "
+            raise ModelError(f"the ONNX embedding model in {folder} is missing or changed since it was checked: "
                              "run `assistant models fetch`")
         try:
             config = json.loads((model_folder / "config.json").read_text("utf-8"))
@@ -123,6 +125,7 @@ class OnnxQueryEncoder:
                                     config["hidden_size"] ** 0.5)
         self.prompts = dict(st_config.get("prompts") or {})
         self.max_len = int(max_len)
+        self.dense = _dense_layers(model_folder)
         self.folder = folder
         self._session = onnx_files.session(folder / GRAPH, threads)
         self.dimension = int(self._session.get_outputs()[0].shape[-1])
@@ -143,5 +146,65 @@ class OnnxQueryEncoder:
         for b in range(0, len(order), batch_size):
             group = order[b:b + batch_size]
             ids, mask = pad_ids([rows[i] for i in group], self.tokenizer.pad_token_id or 0)
-            out[group] = self._session.run(None, {"hidden": self.table.lookup(ids), "mask": mask})[0]
+            out[group] = self._session.run(["sentence_vector"], {"hidden": self.table.lookup(ids), "mask": mask})[0]
         return out
+
+    def encode_passages(self, inputs: list[str], shifts: list[int], units: list[list[tuple[int, int]]],
+                        batch_size: int = 16) -> tuple[np.ndarray, list[np.ndarray]]:
+        """Each input's vector, and a vector per unit span (characters of the input minus its ``shift``, the
+        prompt's length): the mean of the input's token states inside the span through the dense layers,
+        normalised, as ``SentenceTransformerEmbedder.embed_passages`` computes it in torch. A unit no token
+        reaches (cut off by the length limit) gets NaNs."""
+        from .tokens import pad_ids
+
+        eos = self.tokenizer.eos_token_id
+        rows = []
+        for ids, offsets in self.tokenizer.encode_batch_offsets(inputs):
+            if len(ids) > self.max_len:  # cut as transformers cuts: the last kept token, then <eos>
+                ids, offsets = [*ids[:self.max_len - 1], eos], [*offsets[:self.max_len - 1], (0, 0)]
+            rows.append((ids, np.asarray(offsets, dtype=np.int64).reshape(-1, 2)))
+        vectors = np.empty((len(rows), self.dimension), dtype=np.float32)
+        per_input = [np.full((len(u), self.dimension), np.nan, dtype=np.float32) for u in units]
+        order = sorted(range(len(rows)), key=lambda i: len(rows[i][0]))
+        for b in range(0, len(order), batch_size):
+            group = order[b:b + batch_size]
+            ids, mask = pad_ids([rows[i][0] for i in group], self.tokenizer.pad_token_id or 0)
+            sentence, tokens = self._session.run(None, {"hidden": self.table.lookup(ids), "mask": mask})
+            vectors[group] = sentence
+            pooled, owners = [], []
+            for row, i in enumerate(group):
+                starts, ends = rows[i][1][:, 0], rows[i][1][:, 1]
+                real = ends > starts
+                for j, (s, e) in enumerate(units[i]):
+                    inside = real & (starts < shifts[i] + e) & (ends > shifts[i] + s)
+                    if inside.any():
+                        pooled.append(tokens[row, :len(starts)][inside].mean(0))
+                        owners.append((i, j))
+            if pooled:
+                out = np.stack(pooled)
+                for weight in self.dense:
+                    out = out @ weight.T
+                out /= np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
+                for (i, j), v in zip(owners, out, strict=True):
+                    per_input[i][j] = v
+        return vectors, per_input
+
+
+def _dense_layers(model_folder: Path) -> list[np.ndarray]:
+    """The weights of the dense layers after pooling (sentence-transformers ``Dense``, no bias, identity)."""
+    from safetensors.numpy import load_file
+
+    try:
+        modules = json.loads((model_folder / "modules.json").read_text("utf-8"))
+        out = []
+        for module in modules:
+            if not module["type"].endswith(".Dense"):
+                continue
+            path = model_folder / module["path"]
+            config = json.loads((path / "config.json").read_text("utf-8"))
+            if config.get("bias") or not config.get("activation_function", "").endswith("Identity"):
+                raise ValueError(f"{module['path']} has a bias or an activation")
+            out.append(np.asarray(load_file(str(path / "model.safetensors"))["linear.weight"], dtype=np.float32))
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ModelError(f"cannot read the dense layers of {model_folder}: {exc}") from exc
+    return out

@@ -42,8 +42,21 @@ DIFFERENT_VERSION = ("a different version of this document is already indexed; t
 def make_embedder(settings: Settings, show_progress: bool = False) -> SentenceTransformerEmbedder:
     """The configured embedding model (not loaded until first use)."""
     resolved = resolve_embedding_model(settings.embed_model, settings.home)
-    return SentenceTransformerEmbedder(resolved, resolve_dtype(settings.embed_dtype), settings.embed_batch, settings.threads,
-                                       show_progress, query_runtime=settings.query_runtime, home=settings.home)
+    return SentenceTransformerEmbedder(resolved, embed_dtype(settings, resolved.weights_sha256), settings.embed_batch,
+                                       settings.threads, show_progress, embed_runtime=settings.embed_runtime,
+                                       home=settings.home)
+
+
+def embed_dtype(settings: Settings, weights_sha256: str) -> str:
+    """``ASSISTANT_EMBED_DTYPE``; "auto": float32 where the model's ONNX export exists (ONNX Runtime float32 embeds
+    passages as fast as torch bf16 and twice as fast as torch float32 here, and asking then loads no torch:
+    BENCHMARKS.md), else bf16 where the CPU computes it natively, else float32."""
+    if settings.embed_dtype == "auto" and settings.embed_runtime != "torch" and weights_sha256:
+        from . import onnx_encoder, onnx_files
+
+        if onnx_files.available() and onnx_encoder.ready(onnx_encoder.export_folder(settings.home, weights_sha256)):
+            return "fp32"
+    return resolve_dtype(settings.embed_dtype)
 
 
 @dataclass(frozen=True)

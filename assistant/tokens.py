@@ -55,6 +55,10 @@ class FastTokenizer:
         """Token ids with the special tokens (as the model reads a whole text)."""
         return [e.ids for e in self._tok.encode_batch(texts, add_special_tokens=True)]
 
+    def encode_batch_offsets(self, texts: list[str]) -> list[tuple[list[int], list[tuple[int, int]]]]:
+        """(ids, character offsets) with the special tokens, whose offsets are (0, 0)."""
+        return [(e.ids, e.offsets) for e in self._tok.encode_batch(texts, add_special_tokens=True)]
+
 
 _DTYPES = {"F32": np.float32, "F16": np.float16}
 

@@ -44,14 +44,14 @@ def embedder(name: str):
     resolved = resolve_embedding_model(settings.embed_model, settings.home)
     dtype = "bf16" if name == "torch-bf16" else "fp32"
     runtime = "onnx" if name.startswith("onnx") else "torch"
-    emb = SentenceTransformerEmbedder(resolved, dtype, query_runtime=runtime, home=settings.home)
+    emb = SentenceTransformerEmbedder(resolved, dtype, embed_runtime=runtime, home=settings.home)
     if name == "onnx-int8":
         from onnxruntime.quantization import QuantType, quantize_dynamic
 
         from assistant import onnx_files
         from assistant.onnx_encoder import GRAPH
 
-        encoder = emb.query_encoder()
+        encoder = emb.onnx_encoder()
         out = settings.home / "bench" / "encoders" / encoder.folder.name / "encoder.int8.onnx"
         if not out.exists():
             out.parent.mkdir(parents=True, exist_ok=True)

@@ -78,38 +78,38 @@ def _embedder(tmp_path, runtime: str, dtype: str = "fp32"):
     from assistant.models import ResolvedModel
 
     model = ResolvedModel(str(tmp_path), "google/embeddinggemma-300m", "abc")
-    return SentenceTransformerEmbedder(model, dtype, query_runtime=runtime, home=tmp_path)
+    return SentenceTransformerEmbedder(model, dtype, embed_runtime=runtime, home=tmp_path)
 
 
-def test_query_runtime_onnx_without_an_export_says_how_to_make_it(tmp_path):
+def test_embed_runtime_onnx_without_an_export_says_how_to_make_it(tmp_path):
     with pytest.raises(ModelError, match="assistant models fetch") as err:
-        _embedder(tmp_path, "onnx").query_encoder()
+        _embedder(tmp_path, "onnx").onnx_encoder()
     assert "\n" not in str(err.value)
 
 
-def test_query_runtime_auto_without_an_export_falls_back_to_torch(tmp_path):
+def test_embed_runtime_auto_without_an_export_falls_back_to_torch(tmp_path):
     embedder = _embedder(tmp_path, "auto")
-    assert embedder.query_encoder() is None
+    assert embedder.onnx_encoder() is None
     assert embedder._model is None  # deciding loaded nothing
 
 
-def test_query_runtime_auto_keeps_a_bf16_embedder_in_torch(tmp_path):
+def test_embed_runtime_auto_keeps_a_bf16_embedder_in_torch(tmp_path):
     """ONNX Runtime computes in float32: it stands in for torch only where torch would compute in float32."""
     from assistant import onnx_encoder
 
     _fake_export(onnx_encoder.export_folder(tmp_path, "abc"), onnx_encoder.FORMAT, onnx_encoder.GRAPH)
-    assert _embedder(tmp_path, "auto", "bf16").query_encoder() is None
+    assert _embedder(tmp_path, "auto", "bf16").onnx_encoder() is None
     with pytest.raises(Exception):  # noqa: B017 - "onnx" is obeyed: it opens the (fake, unreadable) export
-        _embedder(tmp_path, "onnx", "bf16").query_encoder()
+        _embedder(tmp_path, "onnx", "bf16").onnx_encoder()
 
 
-def test_query_runtime_is_validated():
+def test_embed_runtime_is_validated():
     from assistant.config import Settings
     from assistant.errors import ConfigError
 
-    assert Settings().query_runtime == "auto"
-    with pytest.raises(ConfigError, match="ASSISTANT_QUERY_RUNTIME"):
-        Settings.from_env({"ASSISTANT_QUERY_RUNTIME": "tensorrt"})
+    assert Settings().embed_runtime == "auto"
+    with pytest.raises(ConfigError, match="ASSISTANT_EMBED_RUNTIME"):
+        Settings.from_env({"ASSISTANT_EMBED_RUNTIME": "tensorrt"})
 
 
 # -- the real model --------------------------------------------------------------------------------
@@ -120,8 +120,8 @@ def encoders(real_settings):
 
     from assistant.pipeline import make_embedder
 
-    embedder = make_embedder(real_settings.with_(query_runtime="onnx"))
-    encoder = embedder.query_encoder()
+    embedder = make_embedder(real_settings.with_(embed_runtime="onnx"))
+    encoder = embedder.onnx_encoder()
     assert encoder is not None, "`make test` runs `assistant models fetch`, which exports the query encoder"
     return encoder, SentenceTransformer(embedder.location, device="cpu")
 
@@ -166,6 +166,30 @@ def test_onnx_query_vectors_equal_sentence_transformers_float32(encoders):
 
 
 @pytest.mark.e2e
+def test_onnx_passage_and_unit_vectors_equal_torch_float32(real_settings):
+    """Builds in ONNX Runtime: chunk vectors and late-chunking unit vectors as torch float32 computes them,
+    for chunks of the corpus, with their headings as titles."""
+    from assistant.chunking import chunk_document, spans
+    from assistant.pipeline import make_embedder
+    from assistant.types import Document
+
+    onnx = make_embedder(real_settings.with_(embed_runtime="onnx", embed_dtype="fp32"))
+    torch_ = make_embedder(real_settings.with_(embed_runtime="torch", embed_dtype="fp32"))
+    assert onnx.onnx_encoder() is not None and torch_.onnx_encoder() is None
+    text = sorted((ROOT / "corpus").glob("*.txt"))[1].read_text("utf-8")
+    chunks = chunk_document(Document("a.txt", text, "x"), 360)[:12]
+    texts = [c.text for c in chunks]  # (torch float32 takes a minute on one text of 700+ tokens here: none longer)
+    titles = [c.heading or "" for c in chunks]
+    units = [[(u.start, u.end) for u in spans(t)] for t in texts]
+    want_chunks, want_units = torch_.embed_passages(texts, titles, units)
+    got_chunks, got_units = onnx.embed_passages(texts, titles, units)
+    assert np.sum(want_chunks * got_chunks, axis=1).min() >= 0.9999
+    for want, got in zip(want_units, got_units, strict=True):
+        assert got.shape == want.shape and np.isfinite(got).all()
+        assert np.sum(want * got, axis=1).min() >= 0.9999
+
+
+@pytest.mark.e2e
 def test_asking_loads_neither_torch_nor_transformers(real_index):
     """The CLI's ask path with the default runtimes and a float32 embedder (the default where the CPU has no
     native bf16): a cited answer, and no torch in the process."""
@@ -180,3 +204,17 @@ def test_asking_loads_neither_torch_nor_transformers(real_index):
     answer = json.loads(run.stdout[:run.stdout.rindex("HEAVY")])
     assert answer["citations"] and not answer["abstained"]
     assert run.stdout.rsplit("HEAVY", 1)[1].strip() == "[]"
+
+
+def test_embed_dtype_auto_is_float32_where_the_onnx_export_exists(tmp_path):
+    from assistant import onnx_encoder
+    from assistant.config import Settings, resolve_dtype
+    from assistant.pipeline import embed_dtype
+
+    settings = Settings(home=tmp_path)
+    assert embed_dtype(settings, "abc") == resolve_dtype("auto")  # no export: bf16 where native, else fp32
+    _fake_export(onnx_encoder.export_folder(tmp_path, "abc"), onnx_encoder.FORMAT, onnx_encoder.GRAPH)
+    assert embed_dtype(settings, "abc") == "fp32"
+    assert embed_dtype(settings, "") == resolve_dtype("auto")  # a hub model: no export of it
+    assert embed_dtype(settings.with_(embed_runtime="torch"), "abc") == resolve_dtype("auto")
+    assert embed_dtype(settings.with_(embed_dtype="bf16"), "abc") == "bf16"  # what the user set
