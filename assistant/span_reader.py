@@ -77,7 +77,7 @@ def load_reader_model(embedder: Embedder, weights: Path, bf16: bool = False, run
                                or str(getattr(embedder, "location", "")))
         if onnx_ready(folder):
             light = embedder.onnx_encoder() if hasattr(embedder, "onnx_encoder") else None
-            if light is not None:  # the ONNX query encoder's tokenizer and table: torch is never loaded
+            if light is not None:  # the ONNX embedding model's tokenizer and table: torch is never loaded
                 return OnnxSpanModel(light.table, folder), light.tokenizer, threshold
             return OnnxSpanModel(transformer(), folder), embedder._load().tokenizer, threshold
         if runtime == "auto":

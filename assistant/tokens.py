@@ -19,7 +19,7 @@ from .errors import ModelError
 
 
 class FastTokenizer:
-    """The subset of a transformers tokenizer's call that span_model and the query encoder use.
+    """The subset of a transformers tokenizer's call that span_model and the ONNX encoder use.
 
     ``tokenizer(text, add_special_tokens=..., return_offsets_mapping=...)`` -> {"input_ids", "offset_mapping"}."""
 

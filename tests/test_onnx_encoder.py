@@ -1,4 +1,4 @@
-"""The query encoder in ONNX Runtime (issue 17): torch-free pieces, the export's checks, and the real model."""
+"""The embedding model in ONNX Runtime (issue 17): torch-free pieces, the export's checks, and the real model."""
 from __future__ import annotations
 
 import json
@@ -115,7 +115,7 @@ def test_embed_runtime_is_validated():
 # -- the real model --------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def encoders(real_settings):
-    """(the ONNX query encoder of the default set-up, sentence-transformers in float32)."""
+    """(the ONNX encoder, sentence-transformers in float32)."""
     from sentence_transformers import SentenceTransformer
 
     from assistant.pipeline import make_embedder
@@ -153,7 +153,7 @@ def test_fast_tokenizer_gives_the_transformers_tokens_and_offsets(encoders):
 
 @pytest.mark.e2e
 def test_onnx_query_vectors_equal_sentence_transformers_float32(encoders):
-    """The ONNX query encoder gives torch's float32 vectors, and cuts a question over the model's 2,048 tokens
+    """The ONNX encoder gives torch's float32 vectors, and cuts a question over the model's 2,048 tokens
     as transformers does."""
     encoder, model = encoders
     prompt = encoder.prompts["query"]
