@@ -56,7 +56,7 @@ browser:
 test-fast: install
 	$(BIN)/python -m pytest -q -m "not e2e and not slow"
 
-bench: models
+bench: models browser
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test,bench,milvus,milvus-server,runtimes]'
 	$(BIN)/python -m bench.speed
 	$(BIN)/python -m bench.stores
@@ -64,6 +64,7 @@ bench: models
 	$(BIN)/python -m bench.add_document
 	$(BIN)/python -m bench.runtimes --only torch-fp32,onnx-fp32,onnx-int8,openvino-f32
 	$(BIN)/python -m bench.encoders
+	$(BIN)/python -m bench.app_start
 
 bench-quality: models
 	$(BIN)/python -m bench.cmrc
