@@ -133,24 +133,24 @@ class OnnxEncoder:
         self._session = onnx_files.session(folder / GRAPH, threads)
         self.dimension = int(self._session.get_outputs()[0].shape[-1])
 
-    def token_ids(self, texts: list[str]) -> list[list[int]]:
-        """What the model reads of each text: its tokens with <bos> and <eos>, cut as transformers cuts them."""
+    def _tokens(self, texts: list[str]) -> list[tuple[list[int], np.ndarray]]:
+        """(ids with <bos> and <eos>, their character offsets as an (n, 2) array) of each text, cut as
+        transformers cuts a text over the model's length: its first tokens, then <eos>."""
         eos = self.tokenizer.eos_token_id
-        rows = self.tokenizer.encode_batch(texts)
-        return [r if len(r) <= self.max_len else [*r[:self.max_len - 1], eos] for r in rows]
+        rows = []
+        for ids, offsets in self.tokenizer.encode_batch_offsets(texts):
+            if len(ids) > self.max_len:
+                ids, offsets = [*ids[:self.max_len - 1], eos], [*offsets[:self.max_len - 1], (0, 0)]
+            rows.append((ids, np.asarray(offsets, dtype=np.int64).reshape(-1, 2)))
+        return rows
+
+    def token_ids(self, texts: list[str]) -> list[list[int]]:
+        """What the model reads of each text."""
+        return [ids for ids, _ in self._tokens(texts)]
 
     def encode(self, texts: list[str], batch_size: int = 16) -> np.ndarray:
         """Normalised vectors of ``texts`` (prompts already applied), in their order."""
-        from .tokens import pad_ids
-
-        rows = self.token_ids(texts)
-        out = np.empty((len(rows), self.dimension), dtype=np.float32)
-        order = sorted(range(len(rows)), key=lambda i: len(rows[i]))
-        for b in range(0, len(order), batch_size):
-            group = order[b:b + batch_size]
-            ids, mask = pad_ids([rows[i] for i in group], self.tokenizer.pad_token_id or 0)
-            out[group] = self._session.run(["sentence_vector"], {"hidden": self.table.lookup(ids), "mask": mask})[0]
-        return out
+        return self.encode_passages(texts, [0] * len(texts), [[] for _ in texts], batch_size)[0]
 
     def encode_passages(self, inputs: list[str], shifts: list[int], units: list[list[tuple[int, int]]],
                         batch_size: int = 16) -> tuple[np.ndarray, list[np.ndarray]]:
@@ -160,20 +160,17 @@ class OnnxEncoder:
         reaches (cut off by the length limit) gets NaNs."""
         from .tokens import pad_ids
 
-        eos = self.tokenizer.eos_token_id
-        rows = []
-        for ids, offsets in self.tokenizer.encode_batch_offsets(inputs):
-            if len(ids) > self.max_len:  # cut as transformers cuts: the last kept token, then <eos>
-                ids, offsets = [*ids[:self.max_len - 1], eos], [*offsets[:self.max_len - 1], (0, 0)]
-            rows.append((ids, np.asarray(offsets, dtype=np.int64).reshape(-1, 2)))
+        rows = self._tokens(inputs)
         vectors = np.empty((len(rows), self.dimension), dtype=np.float32)
         per_input = [np.full((len(u), self.dimension), np.nan, dtype=np.float32) for u in units]
         order = sorted(range(len(rows)), key=lambda i: len(rows[i][0]))
         for b in range(0, len(order), batch_size):
             group = order[b:b + batch_size]
             ids, mask = pad_ids([rows[i][0] for i in group], self.tokenizer.pad_token_id or 0)
-            sentence, tokens = self._session.run(None, {"hidden": self.table.lookup(ids), "mask": mask})
-            vectors[group] = sentence
+            wanted = ["sentence_vector", "token_states"] if any(units[i] for i in group) else ["sentence_vector"]
+            out = self._session.run(wanted, {"hidden": self.table.lookup(ids), "mask": mask})
+            vectors[group] = out[0]
+            tokens = out[1] if len(out) > 1 else None
             pooled, owners = [], []
             for row, i in enumerate(group):
                 starts, ends = rows[i][1][:, 0], rows[i][1][:, 1]

@@ -113,8 +113,6 @@ class OnnxSpanModel:
     numpy = True  # score_windows passes numpy ids and masks, and gets numpy scores
 
     def __init__(self, table, folder: Path, threads: int = 0, run=None) -> None:
-        if not hasattr(table, "lookup"):  # a torch Gemma3TextModel
-            table = TorchTable(table)
         if run is None:
             if not ready(folder):
                 raise ModelError(f"the ONNX reader in {folder} is missing or changed since it was checked: "

@@ -30,7 +30,7 @@ from .embedding import Embedder
 from .errors import ModelError
 from .reader import DEFAULT_MIN_EVIDENCE, ExtractiveReader, Passages, Reading, Response, cite_passage
 from .models import sha256_file
-from .onnx_reader import OnnxSpanModel, export, export_folder
+from .onnx_reader import OnnxSpanModel, TorchTable, export, export_folder
 from .onnx_reader import available as onnx_available
 from .onnx_reader import ready as onnx_ready
 from .span_model import SpanReaderModel, SpanScore, score_windows
@@ -79,7 +79,7 @@ def load_reader_model(embedder: Embedder, weights: Path, bf16: bool = False, run
             light = embedder.onnx_encoder() if hasattr(embedder, "onnx_encoder") else None
             if light is not None:  # the ONNX embedding model's tokenizer and table: torch is never loaded
                 return OnnxSpanModel(light.table, folder), light.tokenizer, threshold
-            return OnnxSpanModel(transformer(), folder), embedder._load().tokenizer, threshold
+            return OnnxSpanModel(TorchTable(transformer()), folder), embedder._load().tokenizer, threshold
         if runtime == "auto":
             log.info("no ONNX export of the reader model yet (`assistant models fetch` makes it): using torch")
             folder = None
@@ -109,7 +109,7 @@ def load_reader_model(embedder: Embedder, weights: Path, bf16: bool = False, run
         if not onnx_available():
             raise ModelError("ASSISTANT_READER_RUNTIME=onnx needs onnxruntime (a dependency: run `make install`)")
         export(model, tokenizer, folder)
-        return OnnxSpanModel(base, folder), tokenizer, threshold
+        return OnnxSpanModel(TorchTable(base), folder), tokenizer, threshold
     return model, tokenizer, threshold
 
 

@@ -51,10 +51,6 @@ class FastTokenizer:
             out["offset_mapping"] = enc.offsets
         return out
 
-    def encode_batch(self, texts: list[str]) -> list[list[int]]:
-        """Token ids with the special tokens (as the model reads a whole text)."""
-        return [e.ids for e in self._tok.encode_batch(texts, add_special_tokens=True)]
-
     def encode_batch_offsets(self, texts: list[str]) -> list[tuple[list[int], list[tuple[int, int]]]]:
         """(ids, character offsets) with the special tokens, whose offsets are (0, 0)."""
         return [(e.ids, e.offsets) for e in self._tok.encode_batch(texts, add_special_tokens=True)]

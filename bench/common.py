@@ -43,6 +43,15 @@ def run_worker(module: str, worker_args: list[str], spec: dict, timeout: int = 3
     return json.loads(lines[-1][len("RESULT "):])
 
 
+def chosen_runtimes(ap, only: str, known: tuple[str, ...]) -> list[str]:
+    """The runtimes named by a comma-separated ``--only``, in its order; an unknown one stops ``ap`` with a line."""
+    names = [n for n in only.split(",") if n]
+    unknown = set(names) - set(known)
+    if unknown:
+        ap.error(f"unknown runtimes {sorted(unknown)}; known: {', '.join(known)}")
+    return names
+
+
 def measure_runtimes(module: str, names: list[str], quality, limit: int, speed_spec: dict | None, out: Path) -> dict:
     """The driver of bench.runtimes and bench.encoders: ``quality(names, limit)`` in this process (unless
     ``limit`` is 0), then one fresh ``module --worker`` per runtime given ``{"runtime": name, **speed_spec}``

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.common import REPO, measure_runtimes, peak_rss_mb, percentile, serve_worker
+from bench.common import REPO, chosen_runtimes, measure_runtimes, peak_rss_mb, percentile, serve_worker
 
 RUNTIMES = ("torch-bf16", "torch-fp32", "onnx-fp32", "onnx-int8")
 LABELS = {"torch-bf16": "torch bf16", "torch-fp32": "torch fp32", "onnx-fp32": "ONNX Runtime fp32",
@@ -171,10 +171,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--only", default=",".join(RUNTIMES), help="comma-separated runtimes (default: all)")
     ap.add_argument("--out", default=str(Path.home() / ".cache" / "assistant" / "bench-encoders.json"))
     args = ap.parse_args(argv)
-    names = [n for n in args.only.split(",") if n]
-    unknown = set(names) - set(RUNTIMES)
-    if unknown:
-        ap.error(f"unknown runtimes {sorted(unknown)}; known: {', '.join(RUNTIMES)}")
+    names = chosen_runtimes(ap, args.only, RUNTIMES)
     result = measure_runtimes("bench.encoders", names, quality, args.limit,
                               {"questions": args.time} if args.time else None, Path(args.out))
     print(f"\n{result['machine']}\n\n{table(result)}")

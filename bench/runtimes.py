@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from bench.cmrc_data import load_dev
-from bench.common import REPO, measure_runtimes, peak_rss_mb, percentile, serve_worker
+from bench.common import REPO, chosen_runtimes, measure_runtimes, peak_rss_mb, percentile, serve_worker
 
 SEED = 7
 RUNTIMES = ("torch-fp32", "torch-bf16", "torch-compile", "onnx-fp32", "onnx-int8", "openvino-f32", "openvino-bf16")
@@ -62,7 +62,7 @@ def load(name: str):
             model.logits = compiled
         return model, tokenizer
     model, tokenizer, _ = load_reader_model(embedder, weights, runtime="onnx", home=settings.home)
-    base = embedder.transformer()
+    table = model.table  # the embedder's token table, as the product's ONNX reader reads it
     export = model.folder / onnx_reader.GRAPH
     if name == "onnx-fp32":
         return model, tokenizer
@@ -75,12 +75,12 @@ def load(name: str):
             out.parent.mkdir(parents=True, exist_ok=True)
             quantize_dynamic(str(export), str(out), weight_type=QuantType.QInt8)
         session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
-        return OnnxSpanModel(base, out.parent, run=lambda h, m: session.run(None, {"hidden": h, "mask": m})[0]), tokenizer
+        return OnnxSpanModel(table, out.parent, run=lambda h, m: session.run(None, {"hidden": h, "mask": m})[0]), tokenizer
     import openvino as ov
 
     precision = "bf16" if name == "openvino-bf16" else "f32"
     compiled = ov.Core().compile_model(str(export), "CPU", {"INFERENCE_PRECISION_HINT": precision})
-    return OnnxSpanModel(base, export.parent, run=lambda h, m: compiled({"hidden": h, "mask": m})[0]), tokenizer
+    return OnnxSpanModel(table, export.parent, run=lambda h, m: compiled({"hidden": h, "mask": m})[0]), tokenizer
 
 
 def _sample(limit: int):
@@ -195,10 +195,7 @@ def main(argv: list[str] | None = None) -> int:
             joined.update({k: v for k, v in json.loads(path.read_text()).items() if k in ("quality", "speed")})
         print(table(joined))
         return 0
-    names = [n for n in args.only.split(",") if n]
-    unknown = set(names) - set(RUNTIMES)
-    if unknown:
-        ap.error(f"unknown runtimes {sorted(unknown)}; known: {', '.join(RUNTIMES)}")
+    names = chosen_runtimes(ap, args.only, RUNTIMES)
     result = measure_runtimes("bench.runtimes", names,
                               lambda chosen, limit: quality([n for n in chosen if n != "torch-compile"], limit),
                               args.limit, {"reads": args.time} if args.time else None, Path(args.out))

@@ -94,7 +94,7 @@ class TorchTableStandIn:
 def test_the_exported_graph_run_by_another_engine_gives_the_model_s_scores(tmp_path):
     """What an engine (ONNX Runtime, OpenVINO) runs is ``graph()`` on ``embed()``'s output: fed the same way
     through OnnxSpanModel (here with torch as the engine), it scores every token as the model does."""
-    from assistant.onnx_reader import OnnxSpanModel
+    from assistant.onnx_reader import OnnxSpanModel, TorchTable
 
     base = _tiny_base(sliding_window=1024)  # graph() exports plain padding masks: windows within the slide
     model = sm.SpanReaderModel(base, 2, 4)
@@ -103,7 +103,7 @@ def test_the_exported_graph_run_by_another_engine_gives_the_model_s_scores(tmp_p
     mask[1, 9:] = 0  # padding
     with torch.no_grad():
         expected = model.logits(ids, mask)
-        engine = OnnxSpanModel(base, tmp_path, run=lambda h, m: graph(torch.from_numpy(h), torch.from_numpy(m)).numpy())
+        engine = OnnxSpanModel(TorchTable(base), tmp_path, run=lambda h, m: graph(torch.from_numpy(h), torch.from_numpy(m)).numpy())
         got = engine.logits(ids.numpy(), mask.numpy())  # numpy in, numpy out: score_windows calls it so
     real = mask.bool().numpy()
     assert engine.numpy and got.dtype == np.float32 and got.shape == tuple(expected.shape)
