@@ -21,7 +21,7 @@ log = logging.getLogger("assistant")
 
 EPILOG = """configuration (environment): ASSISTANT_HOME (model cache, default ~/.cache/assistant),
 ASSISTANT_CORPUS, ASSISTANT_INDEX, ASSISTANT_EMBED_MODEL (local folder or hub id), ASSISTANT_EMBED_DTYPE
-(bf16|fp32), ASSISTANT_TOP_K, ASSISTANT_MIN_EVIDENCE, ASSISTANT_CHUNK_SIZE, ASSISTANT_READER (span|extractive|llm),
+(auto|bf16|fp32), ASSISTANT_EMBED_RUNTIME and ASSISTANT_READER_RUNTIME (auto|onnx|torch), ASSISTANT_TOP_K, ASSISTANT_MIN_EVIDENCE, ASSISTANT_CHUNK_SIZE, ASSISTANT_READER (span|extractive|llm),
 ASSISTANT_LLM_MODEL (a .gguf file), ASSISTANT_LLM_THREADS, ASSISTANT_MAX_FILE_MB, ASSISTANT_MAX_DOCUMENT_CHARS
 (longer documents are refused, default 5000000), ASSISTANT_HOST, ASSISTANT_PORT, ASSISTANT_API_KEY (when set, the API
 and the page need it; needed to listen on any address but loopback), ASSISTANT_CORS_ORIGINS, ASSISTANT_MAX_REQUEST_KB,
