@@ -509,8 +509,8 @@ def test_serve_command_starts_the_ui_with_host_and_port(monkeypatch, tmp_path):
     assert cli.main(["serve", "--port", "-1"]) == 2  # a bad port is one clear error line
 
 
-def test_warm_up_loads_the_index_the_embedder_and_the_readers_model():
-    """The app loads everything the first answer needs in the background: the span reader's model too."""
+def test_warm_up_loads_the_index_the_embedder_and_the_readers_model(monkeypatch):
+    """The app loads everything the first answer needs in the background: the span reader's model and jieba too."""
     from types import SimpleNamespace
 
     from assistant.ui import warm_up
@@ -519,5 +519,9 @@ def test_warm_up_loads_the_index_the_embedder_and_the_readers_model():
     assistant = SimpleNamespace(status=lambda: calls.append("status"),
                                 embedder=SimpleNamespace(embed_queries=lambda texts: calls.append("embed")),
                                 reader=SimpleNamespace(name="span", load=lambda: calls.append("load")))
+    from assistant import lexical
+
+    monkeypatch.setattr(lexical, "_jieba", None)  # as in a fresh process
     warm_up(assistant)
     assert calls == ["status", "embed", "load"]
+    assert lexical._jieba is not None  # the lexical query's tokenizer: its dictionary load is not the first answer's
