@@ -373,6 +373,13 @@ def build_20k(contexts: dict[str, str], work: Path, real_variants: bool) -> tupl
     embedder = cached if real_variants else VariantEmbedder(cached, [inverses[v] for v in sorted(inverses)])
     index = work / ("index-20k-real" if real_variants else "index-20k")
     documents, skipped = scan_folder(corpus, settings.max_file_mb << 20)
+    if not real_variants:
+        # The originals first: a variant's vector is its original's cached one, and the build embeds
+        # chunks longest first across documents, so a variant can come before its original.
+        originals = [d for d in documents if not d.source.startswith("var")]
+        build_index(work / "index-20k-originals", originals, cached, chunk_size=settings.chunk_size,
+                    chunk_overlap=settings.chunk_overlap, corpus=corpus)
+        cached.save()
     t0 = time.perf_counter()
     report = build_index(index, documents, embedder, chunk_size=settings.chunk_size,
                          chunk_overlap=settings.chunk_overlap, skipped=skipped, corpus=corpus)
