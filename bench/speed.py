@@ -380,12 +380,14 @@ def build_20k(contexts: dict[str, str], work: Path, real_variants: bool) -> tupl
         build_index(work / "index-20k-originals", originals, cached, chunk_size=settings.chunk_size,
                     chunk_overlap=settings.chunk_overlap, corpus=corpus)
         cached.save()
+    originals_embedded = cached.computed  # by the pass above (0 when they were all cached)
     t0 = time.perf_counter()
     report = build_index(index, documents, embedder, chunk_size=settings.chunk_size,
                          chunk_overlap=settings.chunk_overlap, skipped=skipped, corpus=corpus)
     cached.save()
     info = {"documents": report.documents, "chunks": report.chunks, "seconds": time.perf_counter() - t0,
-            "unchanged": report.unchanged, "real_embedded": getattr(embedder, "real", cached.computed)}
+            "unchanged": report.unchanged, "real_embedded": getattr(embedder, "real", cached.computed),
+            "originals_embedded": originals_embedded}
     log.info("20k index: %s", info)
     return corpus, index, info
 

@@ -513,14 +513,13 @@ def test_warm_up_loads_the_index_the_embedder_and_the_readers_model(monkeypatch)
     """The app loads everything the first answer needs in the background: the span reader's model and jieba too."""
     from types import SimpleNamespace
 
+    from assistant import lexical
     from assistant.ui import warm_up
 
     calls = []
     assistant = SimpleNamespace(status=lambda: calls.append("status"),
                                 embedder=SimpleNamespace(embed_queries=lambda texts: calls.append("embed")),
                                 reader=SimpleNamespace(name="span", load=lambda: calls.append("load")))
-    from assistant import lexical
-
     monkeypatch.setattr(lexical, "_jieba", None)  # as in a fresh process
     warm_up(assistant)
     assert calls == ["status", "embed", "load"]
