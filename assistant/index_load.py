@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -72,7 +73,12 @@ class UnitVectors:
 
     @classmethod
     def load(cls, folder: Path) -> UnitVectors:
-        return cls(*(np.load(folder / f"{name}.npy", allow_pickle=False) for name in ("vectors", "offsets", "spans")))
+        """The vectors are memory-mapped where the system lets a mapped file be replaced or removed (POSIX): a
+        question reads only its passages' rows, so a start does not read the whole table (190 MB, 0.3 s at
+        20,000 chunks). Index files are never written in place, so the mapping stays valid."""
+        mmap = "r" if os.name == "posix" else None
+        return cls(np.load(folder / "vectors.npy", allow_pickle=False, mmap_mode=mmap),
+                   *(np.load(folder / f"{name}.npy", allow_pickle=False) for name in ("offsets", "spans")))
 
     def save(self, folder: Path) -> None:
         folder.mkdir()

@@ -14,7 +14,6 @@ from collections.abc import Generator, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cached_property
-from itertools import islice
 from pathlib import Path
 
 from .config import Settings, resolve_dtype
@@ -92,8 +91,7 @@ class _Serving:
         """Its documents as ``Assistant.status()`` lists them (made once per index)."""
         chunks = self.index.chunks
         return tuple(IndexedDocument(d.source, d.chars, d.chunks, d.title, Path(d.source).suffix.lower().lstrip("."),
-                                     d.bytes, d.added_at, _preview(islice(chunks, d.first_chunk,
-                                                                          d.first_chunk + d.chunks)))
+                                     d.bytes, d.added_at, _preview(iter(chunks[d.first_chunk:d.first_chunk + d.chunks])))
                      for d in self.index.info.documents)
 
 
@@ -367,6 +365,32 @@ class Assistant:
                                         [c.source for c in (*reading.citations, *reading.related)])
         return Answer(question, reading.text, reading.abstained, reading.citations, reading.related,
                       query if query != question else "", timings, reading.span, changed)
+
+
+def warm_up(assistant, level: int = logging.WARNING) -> list[threading.Thread]:
+    """Start loading what the first answer needs, side by side, and return the (started) threads: the index
+    and jieba's dictionary, the query encoder, the reader's model. ONNX Runtime builds a session without
+    holding the GIL, so on 2 cores the two models' sessions (about 0.9 s each) overlap the index's Python
+    work. A part that fails is logged at ``level`` and left for the question that needs it to report."""
+    from .lexical import tokenize
+
+    def index() -> None:
+        assistant.status()
+        tokenize("预热")
+
+    def quietly(job) -> None:
+        try:
+            job()
+        except AssistantError as exc:
+            log.log(level, "not ready yet: %s", exc)
+
+    jobs = {"index": index, "encoder": lambda: assistant.embedder.embed_queries(["warm-up"]),
+            "reader": assistant.reader.load}
+    threads = [threading.Thread(target=quietly, args=(job,), name=f"warm-up-{name}", daemon=True)
+               for name, job in jobs.items()]
+    for thread in threads:
+        thread.start()
+    return threads
 
 
 def _preview(chunks: Iterator[Chunk], limit: int = PREVIEW_CHARS) -> str:

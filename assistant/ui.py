@@ -471,16 +471,11 @@ def _embedding_progress(progress: Callable | None) -> Callable[[int, int], None]
 
 def warm_up(assistant) -> None:
     """Load the index, the models and jieba's dictionary (0.7 s of the first question otherwise) before the
-    first question (run in a background thread)."""
-    from .lexical import tokenize
+    first question, side by side (``pipeline.warm_up``); returns when all are loaded or have failed."""
+    from .pipeline import warm_up as start
 
-    try:
-        assistant.status()
-        assistant.embedder.embed_queries(["warm-up"])
-        tokenize("预热")
-        assistant.reader.load()  # the reader model (span) or the LLM; nothing for the passage reader
-    except AssistantError as exc:
-        log.warning("not ready yet: %s", exc)
+    for thread in start(assistant):
+        thread.join()
 
 
 _PAGE = ("build_app", "launch_options", "check_port")

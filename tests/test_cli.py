@@ -239,6 +239,30 @@ def test_ask_json_reports_a_bad_question_as_an_error_row(index, capsys, monkeypa
     assert code == 2 and "error" in json.loads(out)
 
 
+def test_ask_loads_the_index_and_models_side_by_side_and_waits_for_them(index, capsys, monkeypatch):
+    """The index, the query encoder and the reader load in the background from the start; none is left
+    loading at exit, and nothing starts loading for questions that cannot be asked."""
+    import threading
+
+    from assistant import pipeline
+
+    started, warm_up = [], pipeline.warm_up
+
+    def recording(assistant, level):
+        started.extend(warm_up(assistant, level))
+        return started
+
+    monkeypatch.setattr(pipeline, "warm_up", recording)
+    monkeypatch.setenv("ASSISTANT_MIN_EVIDENCE", "0.01")
+    code, out, _ = run(capsys, "ask", "--json", "--index", str(index), "番茄 浇水")
+    assert code == 0 and json.loads(out)["citations"]
+    assert sorted(t.name for t in started) == ["warm-up-encoder", "warm-up-index", "warm-up-reader"]
+    assert not any(t.is_alive() for t in started) and threading.main_thread().is_alive()
+    started.clear()
+    code, _, err = run(capsys, "ask", "--index", str(index), "问" * 100_000)
+    assert code == 2 and "limit" in err and started == []  # refused before anything loads
+
+
 def test_ask_a_huge_question(index, capsys):
     code, out, err = run(capsys, "ask", "--index", str(index), "问" * 100_000)
     assert code == 2 and out == ""

@@ -112,7 +112,7 @@ def test_a_removed_document_leaves_no_trace_in_the_index_folder_and_is_never_cit
     assert not (corpus / SECRET).exists() and sorted(p.name for p in corpus.iterdir()) == \
         ["cooking.txt", "garden.md", "notes"]  # no hidden folder is left either
     assert holding(index, needles) == {}
-    vocab = json.loads((index / read_manifest(index)["files"]["lexical"] / "vocab.json").read_text("utf-8"))
+    vocab = (index / read_manifest(index)["files"]["lexical"] / "vocab.txt").read_text("utf-8").splitlines()
     remaining = {t for c in assistant._current().index.chunks for t in tokenize(c.text)}
     assert set(vocab) == remaining and set(tokenize(SECRET_TEXT)) - remaining  # none of its own words is left
     for answering in (assistant, Assistant(assistant.settings, embedder=FakeEmbedder())):  # served, and reloaded

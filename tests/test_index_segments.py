@@ -344,7 +344,7 @@ def test_a_damaged_segment_file_is_refused(segmented):
         load_index(segmented)
     for path, data in pristine.items():
         path.write_bytes(data)
-    (lexical / "vocab.json").write_text(json.dumps(["a", "a"]), "utf-8")
+    (lexical / "vocab.txt").write_text("a\na\n", "utf-8")
     with pytest.raises(IndexStoreError, match="lexical index .* damaged.*rebuild"):
         load_index(segmented)
 

@@ -528,7 +528,7 @@ def test_chunks_file_with_a_garbled_line(built):
     assert "rebuild" in index_error(built)
 
 
-@pytest.mark.parametrize("name", ["vocab.json", "token_ids.npy", "offsets.npy"])
+@pytest.mark.parametrize("name", ["vocab.txt", "token_ids.npy", "offsets.npy", "postings.npy", "tf.npy", "indptr.npy"])
 def test_lexical_files_missing(built, name):
     next(built.glob(f"lexical-*/{name}")).unlink()
     message = index_error(built)
