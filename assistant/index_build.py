@@ -187,9 +187,11 @@ def build_index(folder: Path, documents: list[Document], embedder: Embedder, *, 
         records = tuple(_record(p, priors.get(p.document.source) if p.document.source in unread else None,
                                 added.get((p.document.source, p.document.sha256), now),
                                 _stat(stats, corpus, p.document.source)) for p in plans)
+        dtype = getattr(embedder, "dtype", "")
+        if reused and {s.dtype or previous.info.embedding.dtype for s in previous.info.parts} - {dtype}:
+            dtype = "mixed"  # reused vectors of unchanged documents were made in another dtype
         manifest = Manifest(
-            embedding=Embedding(embedder.model_id, embedder.dimension, embedder.weights_sha256,
-                                getattr(embedder, "dtype", "")),
+            embedding=Embedding(embedder.model_id, embedder.dimension, embedder.weights_sha256, dtype),
             chunking=Chunking(chunker_id(), chunk_size, chunk_overlap), documents=records,
             chunk_count=len(chunks), lexical={"tokenizer": TOKENIZER, "scoring": SCORING},
             vector_store=None if store is None else {"engine": "milvus",
@@ -267,13 +269,18 @@ def _append_segment(folder: Path, documents: list[Document], previous: LoadedInd
     records = tuple(new[d.source] if d.source in new else _restated(held[d.source], stats.get(d.source))
                     for d in documents)
     info = previous.info
+    # Each segment records the dtype of its vectors; the index's is theirs when they agree, else "mixed"
+    # (a bf16 index with a float32 segment serves: the same model, vectors at cosine >= 0.999).
+    dtype = getattr(embedder, "dtype", "")
+    dtypes = {s.dtype or info.embedding.dtype for s in info.parts} | {dtype}
     manifest = replace(info, embedding=Embedding(embedder.model_id, embedder.dimension, embedder.weights_sha256,
-                                                 getattr(embedder, "dtype", "")),
+                                                 dtype if len(dtypes) == 1 else "mixed"),
                        documents=records, chunk_count=base + len(chunks),
                        corpus=str(corpus.resolve()) if corpus else "", skipped=tuple((s, r) for s, r in skipped),
                        built_at=now, files={}, segments=info.parts)
     final, index, lexical = _write_generation(folder, manifest, chunks, lines, matrix, units, None, t0,
-                                              stage_progress(progress, "indexing words", "chunk"), append=True)
+                                              stage_progress(progress, "indexing words", "chunk"), append=True,
+                                              dtype=dtype)
     pages = dict(previous.pages, **{d.source: [tuple(p) for p in d.pages] for d in fresh if d.pages})
     written = LoadedIndex(folder, final.to_json(), previous.chunks + chunks, previous.lines + lines,
                           joined_vectors([previous.vectors, index]), previous.lexical.extended(lexical), pages,
@@ -510,10 +517,11 @@ def _write_files(stage: Path, files: dict[str, str], chunks: list[Chunk], lines:
 def _write_generation(folder: Path, manifest: Manifest, chunks: list[Chunk], lines: list[int],
                       matrix: np.ndarray | None, units: UnitVectors | None,
                       tokens: list[tuple[LexicalIndex, int] | None] | None, t0: float,
-                      progress: Progress | None = None, append: bool = False) -> tuple[Manifest, object, LexicalIndex]:
+                      progress: Progress | None = None, append: bool = False, dtype: str = ""
+                      ) -> tuple[Manifest, object, LexicalIndex]:
     """Write a generation (``matrix`` None: no vectors file, they are in a store) and swap it in: the whole
     index as its one segment, or with ``append`` one new segment after ``manifest.segments`` (the chunks
-    of the new documents only, with a vocabulary of their own).
+    of the new documents only, with a vocabulary of their own, its vectors made in ``dtype``).
 
     Returns what was written, for serving it without reading it back: the manifest, the FAISS index
     (None with a store) and the lexical index."""
@@ -521,7 +529,7 @@ def _write_generation(folder: Path, manifest: Manifest, chunks: list[Chunk], lin
     files = _files(generation, matrix is not None, units is not None)
     with generations.staging(folder, generation) as stage:
         index, lexical = _write_files(stage, files, chunks, lines, matrix, units, tokens, progress)
-        where = ({"segments": (*manifest.segments, Segment(generation, len(chunks), files))} if append
+        where = ({"segments": (*manifest.segments, Segment(generation, len(chunks), files, dtype))} if append
                  else {"files": files})
         manifest = replace(manifest, **where, generation=generation, build_seconds=round(time.monotonic() - t0, 2))
         generations.commit(folder, stage, manifest)

@@ -137,12 +137,14 @@ class Segment:
     generation: str
     chunk_count: int
     files: Mapping[str, str]
+    dtype: str = ""  # of the embedder that made its vectors ("" when not recorded: written before 2026-12-03)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "files", MappingProxyType(dict(self.files)))
 
     def to_json(self) -> dict:
-        return {"generation": self.generation, "chunk_count": self.chunk_count, "files": dict(self.files)}
+        data = {"generation": self.generation, "chunk_count": self.chunk_count, "files": dict(self.files)}
+        return dict(data, dtype=self.dtype) if self.dtype else data
 
 
 @dataclass(frozen=True)
@@ -166,7 +168,7 @@ class Manifest:
     @property
     def parts(self) -> tuple[Segment, ...]:
         """The index's segments in chunk order (one, of ``files`` and ``generation``, in a version 1 index)."""
-        return self.segments or (Segment(self.generation, self.chunk_count, self.files),)
+        return self.segments or (Segment(self.generation, self.chunk_count, self.files, self.embedding.dtype),)
 
     @property
     def referenced(self) -> frozenset[str]:
@@ -270,7 +272,8 @@ def _segments(data: dict, path: Path | str) -> tuple[Segment, ...]:
         raise IndexStoreError(f"{path} is damaged (a segment does not start where a document starts): {REBUILD}")
     if data.get("generation") != raw[-1]["generation"]:
         raise IndexStoreError(f"{path} is damaged (its generation is not its newest segment's): {REBUILD}")
-    return tuple(Segment(s["generation"], s["chunk_count"], s["files"]) for s in raw)
+    return tuple(Segment(s["generation"], s["chunk_count"], s["files"],
+                         s["dtype"] if isinstance(s.get("dtype"), str) else "") for s in raw)
 
 
 def _problem(m: dict, version: int = FORMAT_VERSION) -> str:

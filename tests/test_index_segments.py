@@ -139,6 +139,28 @@ def test_an_add_writes_one_segment_and_leaves_the_previous_files_as_they_were(as
     assert [d["source"] for d in m["documents"]] == sorted([*TEXTS, "zz-travel.md"], key=lambda s: Path(s).parts)
 
 
+def test_each_segment_records_the_dtype_of_its_vectors(assistant, tmp_path):
+    """An add made by an embedder of another dtype keeps each segment's own; the index says "mixed"."""
+    index = assistant.settings.index
+    assert read_manifest(index)["embedding"]["dtype"] == "fp32"
+    assistant.add(upload(tmp_path, {"zz-travel.md": NEW["zz-travel.md"]}))
+    m = read_manifest(index)
+    assert [s["dtype"] for s in m["segments"]] == ["fp32", "fp32"] and m["embedding"]["dtype"] == "fp32"
+    assistant.embedder.dtype = "bf16"  # the same model in another dtype (an instance attribute: this embedder only)
+    assistant.add(upload(tmp_path, {"zz-more.md": "# 更多\n\n骆驼在沙漠里可以很多天不喝水。"}))
+    m = read_manifest(index)
+    assert [s["dtype"] for s in m["segments"]] == ["fp32", "fp32", "bf16"] and m["embedding"]["dtype"] == "mixed"
+    assert load_index(index).info.parts[-1].dtype == "bf16"
+    assert not assistant.ask("骆驼 喝水").abstained  # it serves
+    (assistant.settings.corpus / "zz-more.md").unlink()  # a removal compacts into one segment; dtypes are not
+    # kept per document, so reused vectors of segments made in another dtype than the embedder's say "mixed"
+    assistant.build()
+    m = read_manifest(index)
+    assert m["format_version"] == FORMAT_VERSION and m["embedding"]["dtype"] == "mixed"
+    assistant.build(rebuild=True)
+    assert read_manifest(index)["embedding"]["dtype"] == "bf16"  # every vector made anew
+
+
 def test_the_served_index_after_an_add_is_the_one_on_disk(assistant, tmp_path):
     report = assistant.add(upload(tmp_path, NEW))
     served, read = report.build.index, load_index(assistant.settings.index)
