@@ -378,6 +378,7 @@ class _Lookup(Mapping):
         self._sorted, self._vocab = hashes[self._order], vocab
         same = np.flatnonzero(self._sorted[1:] == self._sorted[:-1])
         self._colliding: dict[str, int] = {}
+        self._seen: dict[str, int] = {}  # tokens looked up already (a query looks up each about three times)
         for i in np.unique(np.concatenate([self._order[same], self._order[same + 1]])).tolist():
             if vocab[i] in self._colliding:
                 raise ValueError("vocab.txt lists a token twice")
@@ -386,12 +387,18 @@ class _Lookup(Mapping):
     def __getitem__(self, token: str) -> int:
         if token in self._colliding:
             return self._colliding[token]
+        found = self._seen.get(token, -1)
+        if found >= 0:
+            return found
         if isinstance(token, str) and len(self._sorted):
             h = np.uint64(_fnv(token))
             pos = int(np.searchsorted(self._sorted, h))
             if pos < len(self._sorted) and self._sorted[pos] == h:
                 i = int(self._order[pos])
                 if self._vocab[i] == token:
+                    if len(self._seen) >= 100_000:  # a long-running server: bounded
+                        self._seen.clear()
+                    self._seen[token] = i
                     return i
         raise KeyError(token)
 

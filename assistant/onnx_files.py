@@ -89,6 +89,11 @@ def session(path: Path, threads: int = 0):
     options.log_severity_level = 3
     if threads > 0:
         options.intra_op_num_threads = threads
+    # ONNX Runtime's pool threads spin after each run by default, and on 2 cores they then hold the CPU that
+    # FAISS, numpy and the next session need: FAISS's 20k search took 17 ms right after the query encoder
+    # instead of 4.5, and the span answer 282-288 ms p50 instead of 223-227 (BENCHMARKS.md). Passage
+    # encoding is as fast without it (4.5-4.8 chunks/s either way).
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 

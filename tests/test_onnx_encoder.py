@@ -218,3 +218,14 @@ def test_embed_dtype_auto_is_float32_where_the_onnx_export_exists(tmp_path):
     assert embed_dtype(settings, "") == resolve_dtype("auto")  # a hub model: no export of it
     assert embed_dtype(settings.with_(embed_runtime="torch"), "abc") == resolve_dtype("auto")
     assert embed_dtype(settings.with_(embed_dtype="bf16"), "abc") == "bf16"  # what the user set
+
+
+def test_sessions_do_not_spin_after_a_run(monkeypatch):
+    """Spinning pool threads held the 2 cores FAISS and the next session need (BENCHMARKS.md): off."""
+    ort = pytest.importorskip("onnxruntime")
+    made = []
+    monkeypatch.setattr(ort, "InferenceSession", lambda path, options, providers: made.append((options, providers)))
+    onnx_files.session(Path("graph.onnx"), threads=2)
+    (options, providers), = made
+    assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+    assert options.intra_op_num_threads == 2 and providers == ["CPUExecutionProvider"]
