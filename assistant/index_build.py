@@ -188,7 +188,7 @@ def build_index(folder: Path, documents: list[Document], embedder: Embedder, *, 
                                 added.get((p.document.source, p.document.sha256), now),
                                 _stat(stats, corpus, p.document.source)) for p in plans)
         dtype = getattr(embedder, "dtype", "")
-        if reused and {s.dtype or previous.info.embedding.dtype for s in previous.info.parts} - {dtype}:
+        if reused and not previous.info.dtypes <= {dtype}:
             dtype = "mixed"  # reused vectors of unchanged documents were made in another dtype
         manifest = Manifest(
             embedding=Embedding(embedder.model_id, embedder.dimension, embedder.weights_sha256, dtype),
@@ -272,9 +272,8 @@ def _append_segment(folder: Path, documents: list[Document], previous: LoadedInd
     # Each segment records the dtype of its vectors; the index's is theirs when they agree, else "mixed"
     # (a bf16 index with a float32 segment serves: the same model, vectors at cosine >= 0.999).
     dtype = getattr(embedder, "dtype", "")
-    dtypes = {s.dtype or info.embedding.dtype for s in info.parts} | {dtype}
     manifest = replace(info, embedding=Embedding(embedder.model_id, embedder.dimension, embedder.weights_sha256,
-                                                 dtype if len(dtypes) == 1 else "mixed"),
+                                                 dtype if info.dtypes <= {dtype} else "mixed"),
                        documents=records, chunk_count=base + len(chunks),
                        corpus=str(corpus.resolve()) if corpus else "", skipped=tuple((s, r) for s, r in skipped),
                        built_at=now, files={}, segments=info.parts)

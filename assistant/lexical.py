@@ -88,7 +88,8 @@ class _Part:
         n = len(offsets) - 1
         if postings is not None:  # as saved: checked for shape and range (a wrong count only mis-scores)
             chunks, tf, indptr = postings
-            if not all(np.issubdtype(a.dtype, np.integer) for a in postings) or chunks.ndim != 1 or tf.shape != chunks.shape or indptr.shape != (vocab_size + 1,) \
+            if not all(np.issubdtype(a.dtype, np.integer) for a in postings) \
+                    or chunks.ndim != 1 or tf.shape != chunks.shape or indptr.shape != (vocab_size + 1,) \
                     or indptr[0] != 0 or indptr[-1] != len(chunks) or np.any(np.diff(indptr) < 0) \
                     or (len(chunks) and not (0 <= chunks.min() and chunks.max() < n and tf.min() >= 1)) \
                     or int(tf.sum(dtype=np.int64)) != len(token_ids):
@@ -239,8 +240,9 @@ class LexicalIndex:
         part = self._parts[0] if len(self._parts) == 1 else _Part(0, self.token_ids, self.offsets, len(self.vocab))
         folder.mkdir()
         (folder / "vocab.txt").write_bytes(data)
+        tf = part.tf.astype(np.uint16 if len(part.tf) and part.tf.max() < 2 ** 16 else np.int32)
         for name, array in (("token_ids", self.token_ids), ("offsets", self.offsets), ("postings", part.chunks),
-                            ("tf", part.tf.astype(np.uint16 if len(part.tf) and part.tf.max() < 2 ** 16 else np.int32)), ("indptr", part.indptr)):
+                            ("tf", tf), ("indptr", part.indptr)):
             np.save(folder / f"{name}.npy", array, allow_pickle=False)
 
     @classmethod

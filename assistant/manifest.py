@@ -171,6 +171,11 @@ class Manifest:
         return self.segments or (Segment(self.generation, self.chunk_count, self.files, self.embedding.dtype),)
 
     @property
+    def dtypes(self) -> frozenset[str]:
+        """The dtypes its segments' vectors were made in (a segment that recorded none: the index's)."""
+        return frozenset(s.dtype or self.embedding.dtype for s in self.parts)
+
+    @property
     def referenced(self) -> frozenset[str]:
         """Every file name the manifest makes part of the index."""
         return frozenset(name for segment in self.parts for name in segment.files.values())
