@@ -13,7 +13,11 @@ as measured on the own eval set and CMRC 2018 (BENCHMARKS.md, "Reader model"):
 
 Then the passages are quoted as the passage reader quotes them (only the model's passage, when the
 model chose it), and when the model is confident of a short span in its passage (probability >= ``span_prob``, margin >= the threshold, at
-most ``span_chars`` characters) the answer leads with that exact span, cited and highlighted.
+most ``span_chars`` characters) the answer leads with that exact span, cited and highlighted. A question that
+asks for one short fact (language.asks_for_fact: who, when, how many...) has its span shown from a lower
+probability, ``fact_span_prob``: a short span is what it asks for, and the passage still follows it; and when
+the top passage holds no such span, the next passages are read too, and the first of them by margin whose
+span shows is quoted with it (the number of training steps is in the code, the top passage explains it).
 Reranking the retrieved passages by the model's margin is off by default: on the own eval it
 changed no cited document (see BENCHMARKS.md); ``rerank=True`` turns it on.
 """
@@ -28,6 +32,7 @@ from .citations import cite
 from .config import READER_RUNTIMES, native_bf16
 from .embedding import Embedder
 from .errors import ModelError
+from .language import asks_for_fact
 from .reader import DEFAULT_MIN_EVIDENCE, ExtractiveReader, Passages, Reading, Response, cite_passage
 from .models import sha256_file
 from .onnx_reader import OnnxSpanModel, TorchTable, export, export_folder
@@ -38,6 +43,7 @@ from .span_model import SpanReaderModel, SpanScore, score_windows
 log = logging.getLogger(__name__)
 
 DEFAULT_MODEL_FLOOR = 0.35  # below this cosine evidence nothing answers, whatever the model says
+FACT_SPAN_PROB = 0.05  # the span probability from which a short-fact question's span is shown (bench/span_gate.py)
 
 
 def load_reader_model(embedder: Embedder, weights: Path, bf16: bool = False, runtime: str = "torch",
@@ -187,10 +193,10 @@ class Answerability:
                          "onnxruntime" if isinstance(model, OnnxSpanModel) else "torch")
             return self._loaded
 
-    def score(self, passages: Passages, count: int) -> list[SpanScore]:
-        """The best span and answerability margin of each of the top ``count`` passages."""
+    def score(self, passages: Passages, count: int, first: int = 0) -> list[SpanScore]:
+        """The best span and answerability margin of each of the top ``count`` passages (from ``first`` on)."""
         model, tokenizer, _ = self.model()
-        hits = passages.hits[:count]
+        hits = passages.hits[first:count]
         return score_windows(model, tokenizer, passages.question, [h.chunk.text for h in hits])
 
     def decide(self, passages: Passages) -> Decision:
@@ -215,12 +221,14 @@ class SpanReader:
     def __init__(self, embedder: Embedder, weights: Path, candidates: int = 3, threshold: float | None = None,
                  span_prob: float = 0.2, span_chars: int = 60, min_evidence: float = DEFAULT_MIN_EVIDENCE,
                  floor: float = DEFAULT_MODEL_FLOOR, rerank: bool = False, runtime: str = "torch",
-                 home: Path | None = None) -> None:
-        if span_chars <= 0 or not 0 <= span_prob <= 1:
-            raise ValueError("span_chars must be positive and span_prob in [0, 1]")
+                 home: Path | None = None, fact_span_prob: float | None = FACT_SPAN_PROB) -> None:
+        fact_span_prob = span_prob if fact_span_prob is None else fact_span_prob
+        if span_chars <= 0 or not 0 <= span_prob <= 1 or not 0 <= fact_span_prob <= 1:
+            raise ValueError("span_chars must be positive and span_prob and fact_span_prob in [0, 1]")
         self.gate = Answerability(embedder, weights, min_evidence, floor, candidates, threshold, rerank, runtime,
                                   home)
         self.span_prob = span_prob
+        self.fact_span_prob = fact_span_prob
         self.span_chars = span_chars
         # The passage answer, as the default reader quotes it (each quoted passage passes the cosine threshold).
         self.answer = ExtractiveReader(embedder, min_evidence=min_evidence)
@@ -236,6 +244,12 @@ class SpanReader:
     def abstain(self, passages: Passages) -> Reading:
         return self.passage.abstain(passages)
 
+    def _shows(self, hit, found: SpanScore, fact: bool) -> bool:
+        """Whether ``found`` (the model's best span of ``hit``) is confident and short enough to lead the answer."""
+        start, end = _strip(hit.chunk.text, found.start, found.end)
+        return (found.prob >= (self.fact_span_prob if fact else self.span_prob)
+                and found.margin >= self.gate.model()[2] and 0 < end - start <= self.span_chars)
+
     def stream(self, passages: Passages) -> Response[Reading]:
         return Response.whole(lambda: self.read(passages))
 
@@ -244,10 +258,17 @@ class SpanReader:
         # The model's best span of each passage it read (the top one alone, unless it decided); their margins
         # explain the citations of those passages (Citation.why).
         scores = decision.scores or (tuple(self.gate.score(passages, 1)) if decision.answerable else ())
+        best = decision.best
+        fact = asks_for_fact(passages.question)
+        if decision.answerable and fact and len(scores) == 1 and not self._shows(passages.hits[0], scores[0], fact):
+            # A short-fact question whose top passage holds no confident span: the next passages may (the
+            # number of steps is in the code, the top passage explains it). The one with a span that shows, if any.
+            scores = (*scores, *self.gate.score(passages, self.gate.candidates, first=1))
+            best = next((k for k in sorted(range(1, len(scores)), key=lambda k: -scores[k].margin)
+                         if self._shows(passages.hits[k], scores[k], fact)), 0)
         passages = passages.with_margins(scores)
         if not decision.answerable:
             return self.abstain(passages)
-        best = decision.best
         hit, found = passages.hits[best], scores[best]
         # The model chose the passage (reranked, or below the cosine threshold): quote that one alone;
         # else the passages as the default reader quotes them.
@@ -256,10 +277,9 @@ class SpanReader:
             replace(passages, hits=[hit] if chosen else passages.hits, evidence=1.0, missing_terms=()))
         if reading.abstained or not reading.citations:
             return self.abstain(passages)
-        start, end = _strip(hit.chunk.text, found.start, found.end)
-        if not (found.prob >= self.span_prob and found.margin >= self.gate.model()[2]
-                and 0 < end - start <= self.span_chars):
+        if not self._shows(hit, found, fact):
             return Reading(reading.text, False, reading.citations, (), passages.evidence)
+        start, end = _strip(hit.chunk.text, found.start, found.end)
         # The span leads; the citation of its passage is widened to hold it (or added first).
         line, pages = passages.lines[hit.chunk_id], passages.pages.get(hit.chunk.source)
         chunk = hit.chunk

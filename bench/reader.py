@@ -15,6 +15,7 @@
    then the span reader or today's passage reader), scored on what the user is shown.
 
 Usage: python -m bench.reader [--cmrc PATH] [--limit N] [--pairs N] [--e2e N] [--weights FILE]
+       [--fact-span-prob P ...] [--no-english]
 """
 from __future__ import annotations
 
@@ -92,7 +93,8 @@ def abstention(refuse: np.ndarray, answerable: np.ndarray, name: str) -> dict:
             f"{name}_answerable_refused": int((refuse & answerable).sum())}
 
 
-def end_to_end(settings, embedder, weights: Path, contexts: dict[str, str], sample: list[dict], limit: int) -> dict:
+def end_to_end(settings, embedder, weights: Path, contexts: dict[str, str], sample: list[dict], limit: int,
+               fact_span_probs: tuple[float, ...] = ()) -> dict:
     """Questions asked over the whole dev corpus (848 paragraphs as documents) through Assistant.ask
     with the span reader: answer EM/F1 of what the user sees (the span when one is shown, else the
     quoted passages; 0 when it abstains), beside today's passage reader on the same questions."""
@@ -108,6 +110,8 @@ def end_to_end(settings, embedder, weights: Path, contexts: dict[str, str], samp
     built = time.time() - t0
     min_evidence = settings.min_evidence or DEFAULT_MIN_EVIDENCE
     readers = {"span": SpanReader(embedder, weights, min_evidence=min_evidence),
+               **{f"span, fact_span_prob {p:g}": SpanReader(embedder, weights, min_evidence=min_evidence,
+                                                            fact_span_prob=p) for p in fact_span_probs},
                "extractive": ExtractiveReader(cached, min_evidence)}
     out: dict = {"questions": min(limit, len(sample)), "index_seconds": round(built),
                  "chunks": len(bench.index.chunks)}
@@ -143,6 +147,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--weights", default="", help="reader weights (default: the committed ones)")
     ap.add_argument("--e2e", type=int, default=0, help="of the sampled questions, also asked end to end over the "
                     "whole dev corpus (builds its index once, cached in ~/.cache/assistant/bench/cmrc)")
+    ap.add_argument("--fact-span-prob", type=float, action="append", default=[],
+                    help="end to end, also with this fact_span_prob (repeatable; default: the shipped one only)")
+    ap.add_argument("--no-english", action="store_true", help="skip the English questions")
     ap.add_argument("--out", default=str(Path.home() / ".cache" / "assistant" / "bench-reader.json"))
     args = ap.parse_args(argv)
 
@@ -228,9 +235,11 @@ def main(argv: list[str] | None = None) -> int:
     result["zh"] = run(sample, "zh")
     en_items = [{"id": e["id"], "question": e["question"], "context_id": e["context_id"], "answers": e["answers"],
                  "source_question_id": e["source_question_id"]} for e in en]
-    result["en"] = run(en_items, "en")
+    if not args.no_english:
+        result["en"] = run(en_items, "en")
     if args.e2e:
-        result["end_to_end"] = end_to_end(settings, embedder, weights, contexts, sample, args.e2e)
+        result["end_to_end"] = end_to_end(settings, embedder, weights, contexts, sample, args.e2e,
+                                           tuple(args.fact_span_prob))
     result["seconds"] = round(time.time() - t0)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=1, ensure_ascii=False) + "\n")

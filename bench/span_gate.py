@@ -5,7 +5,9 @@ margin passes the answerability threshold, and it is at most 60 characters); oth
 the quoted passage alone. This reads the answerable pairs of the articles that ``make train-reader``
 holds out (never the CMRC dev benchmark), and for each candidate ``span_prob`` reports how often a
 span is shown, its F1 when shown, and the answer F1 the user sees: the span's when shown, else that
-of the sentence holding the answer (the passage reader's best case).
+of the sentence holding the answer (the passage reader's best case). It reports all questions, and
+those that ask for one short fact (language.asks_for_fact, shown from ``fact_span_prob``) apart from the
+others (shown from ``span_prob``).
 
 Usage: python -m bench.span_gate [--train DIR] [--limit N] [--out FILE]
 """
@@ -23,7 +25,7 @@ import numpy as np
 from bench.common import REPO
 from bench.reader import sentence_f1
 
-CANDIDATES = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8)
+CANDIDATES = (0.0, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8)
 SPAN_CHARS = 60
 
 
@@ -39,6 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     import train_reader as tr
     from assistant.config import Settings
     from assistant.evaluation import answer_scores
+    from assistant.language import asks_for_fact
     from assistant.models import resolve_reader_weights
     from assistant.pipeline import make_embedder
     from assistant.span_model import MAX_LEN, score_windows
@@ -54,26 +57,34 @@ def main(argv: list[str] | None = None) -> int:
     for lang in ("zh", "en"):
         pairs = [p for p in held if p["lang"] == lang and p["answer"] is not None]
         pairs = rng.sample(pairs, min(args.limit, len(pairs)))
-        rows = []
+        rows, questions = [], []
         for n, pair in enumerate(pairs):
             (found,) = score_windows(model, tokenizer, pair["question"], [pair["context"]],
                                      max_len=args.max_len or MAX_LEN)
             start, end = _strip(pair["context"], found.start, found.end)
             f1 = answer_scores(pair["context"][start:end], pair["golds"])[1]
             fits = found.margin >= threshold and 0 < end - start <= SPAN_CHARS
-            rows.append((found.prob, fits, f1, sentence_f1(pair["context"], pair["golds"])))
+            rows.append((found.prob, fits, f1, sentence_f1(pair["context"], pair["golds"]),
+                         asks_for_fact(pair["question"])))
+            questions.append({"question": pair["question"], "span": pair["context"][start:end], "prob": found.prob,
+                              "fits": bool(fits), "f1": f1})
             if (n + 1) % 100 == 0:
                 print(f"{lang}: {n + 1}/{len(pairs)} read, {time.time() - t0:.0f} s", flush=True)
-        prob, fits, f1, fallback = (np.array(c, float) for c in zip(*rows))
+        prob, fits, f1, fallback, fact = (np.array(c, float) for c in zip(*rows))
         print(lang, f"span F1 {f1.mean():.3f}, {time.time() - t0:.0f} s", flush=True)
-        table = {}
-        for p in CANDIDATES:
-            shown = (prob >= p) & (fits > 0)
-            table[f"{p:.1f}"] = {"shown": float(shown.mean()),
-                                 "span_f1": float(f1[shown].mean()) if shown.any() else None,
-                                 "visible_f1": float(np.where(shown, f1, fallback).mean())}
-            print(lang, f"span_prob {p:.1f}", json.dumps(table[f"{p:.1f}"]), flush=True)
-        result[lang] = {"pairs": len(rows), "f1": float(f1.mean()), "sentence_f1": float(fallback.mean()), "by_span_prob": table}
+        result[lang] = {"pairs": len(rows), "f1": float(f1.mean()), "sentence_f1": float(fallback.mean())}
+        # By question type too: the product shows spans of questions that ask for a short fact
+        # (language.asks_for_fact) from a lower probability than those of the others.
+        for kind, keep in (("all", fact >= 0), ("fact", fact > 0), ("other", fact == 0)):
+            table = {}
+            for p in CANDIDATES:
+                shown = (prob >= p) & (fits > 0) & keep
+                table[f"{p:.2f}"] = {"shown": float(shown.sum() / max(keep.sum(), 1)),
+                                     "span_f1": float(f1[shown].mean()) if shown.any() else None,
+                                     "visible_f1": float(np.where(shown, f1, fallback)[keep].mean()) if keep.any() else None}
+                print(lang, kind, f"({int(keep.sum())})", f"span_prob {p:.2f}", json.dumps(table[f"{p:.2f}"]), flush=True)
+            result[lang][kind] = {"pairs": int(keep.sum()), "by_span_prob": table}
+        result[lang]["questions"] = questions
     if args.out:
         Path(args.out).write_text(json.dumps(result, indent=1) + "\n", "utf-8")
     return 0

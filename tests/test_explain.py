@@ -106,14 +106,14 @@ class FixedReader(SpanReader):
     def __init__(self, scores, threshold=0.0):
         super().__init__(FakeEmbedder(), Path("unused"), threshold=threshold)
         self.gate._loaded = (None, None, threshold)
-        self.gate.score = lambda passages, count: scores[:min(count, len(passages.hits))]
+        self.gate.score = lambda passages, count, first=0: scores[first:min(count, len(passages.hits))]
 
 
 def _model_passages(evidence: float) -> Passages:
     other = Chunk("b.txt", 0, 11, "无关的内容，没有答案。")
     chunk = Chunk("a.txt", 100, 100 + len(TEXT), TEXT)
     hits = [Hit(0, other, 1.0, 0.6, 0, None, 0.0, (), 1), Hit(1, chunk, 0.9, 0.5, 1, 0, 2.5, ("总部",), 2)]
-    return Passages("总部在哪里？", np.ones(64, np.float32) / 8, hits, evidence, [3, 7], {})
+    return Passages("介绍一下总部。", np.ones(64, np.float32) / 8, hits, evidence, [3, 7], {})
 
 
 def test_strong_evidence_the_model_read_only_the_top_passage():

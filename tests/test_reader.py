@@ -74,6 +74,31 @@ def test_named_terms_and_plural_forms():
     assert lexical.contains("APIs") and lexical.contains("API") and not lexical.contains("SDKs")
 
 
+@pytest.mark.parametrize("question, fact", [
+    ("华为的总部位于哪里？", True), ("PPO 训练 CartPole 的示例里一共训练了多少步？", True), ("2009年3月17日谁宣布解散政府？", True),
+    ("《捉鬼男》是哪个国家的电视剧？", True), ("线性回归那道题用什么指标来评估模型？", True),
+    ("How many timesteps is the agent trained for?", True), ("In the GAN example, which optimizer is used?", True),
+    ("When was the company founded?", True), ("GAN 的损失函数是什么？", True), ("细胞核内部的黏液被称为什么?", True),
+    ("李白描写秦岭山路的作品是？", True), ("在南极洲可找到何种鸟类?", True),
+    # explanation, list and advice questions
+    ("初创公司缺少训练数据怎么办？", False), ("模型训练完以后上线太慢，有什么优化办法？", False), ("大模型创业接下来会往哪些方向发展？", False),
+    ("为什么说现在做大模型创业的门槛比以前低了？", False), ("大模型创业的优势是什么？", False), ("What is a Transformer?", False),
+    ("什么是注意力机制？", False),
+    ("Where should a startup collect its training data from?", False), ("How can a startup help its customers?", False),
+    # several questions at once
+    ("BERT问答系统的示例加载的是哪个预训练模型？起止位置的输出用什么损失来训练？", False),
+    ("深度强化学习智能体那道题用的是什么库、什么策略网络？", False), ("训练一个千亿参数的模型要多少张 H100、花多少钱？", False),
+    ("Who founded OpenAI and in what year was it established?", False),
+    ("Which algorithm is used, and for how many timesteps is the agent trained?", False),
+    # a wh-word inside the sentence, not asking
+    ("What hyperparameters are used when instantiating the classifier?", False),
+])
+def test_asks_for_fact_tells_short_fact_questions_from_explanations(question, fact):
+    from assistant.language import asks_for_fact
+
+    assert asks_for_fact(question) is fact
+
+
 # -- each cited passage passes the decision; headings-only documents answer (issue 20, item 5) -----
 HEADINGS = "# 大模型训练\n\n## 数据并行与模型并行\n\n## 混合精度训练\n"
 UNRELATED = "番茄需要充足的阳光和每天浇水。黄瓜喜欢温暖潮湿的环境。"

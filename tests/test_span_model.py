@@ -132,3 +132,12 @@ def test_the_reader_s_own_bottom_copies_get_the_file_s_float32_values_not_a_bf16
         for key, value in model.low[i].state_dict().items():
             assert torch.equal(value, exact[f"layers.{i}.{key}"]), key
     _exact_bottom(model, str(tmp_path / "missing"))  # no model file (a hub id): the copies stay as they are
+
+
+def test_windows_are_batched_without_padding_a_short_window_to_a_long_one():
+    from assistant.span_model import Window, _batches
+
+    items = [(k, Window([1] * n, 2, [])) for k, n in enumerate([100, 105, 250, 256, 256])]
+    groups = _batches(items, size=2)
+    assert [[len(w.ids) for _, w in g] for g in groups] == [[100, 105], [250, 256], [256]]
+    assert [k for g in _batches(items, size=8) for k, _ in g] == [0, 1, 2, 3, 4]

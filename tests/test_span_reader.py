@@ -49,7 +49,7 @@ def test_best_span_respects_order_and_length():
 TEXT = "公司成立于1987年。总部位于深圳市龙岗区，员工约二十万人。"
 
 
-def _passages(question="总部在哪里？", missing=(), evidence=0.6):
+def _passages(question="介绍一下总部。", missing=(), evidence=0.6):
     chunk = Chunk("a.txt", 100, 100 + len(TEXT), TEXT)
     other = Chunk("b.txt", 0, 10, "无关的内容，没有答案。")
     hits = [Hit(0, other, 1.0, 0.6), Hit(1, chunk, 0.9, 0.5)]
@@ -64,9 +64,9 @@ class FixedReader(SpanReader):
         self.read_counts = []
         self.gate._loaded = (None, None, threshold)
 
-        def score(passages, count):
-            self.read_counts.append(count)
-            return scores[:min(count, len(passages.hits))]
+        def score(passages, count, first=0):
+            self.read_counts.append(count - first)
+            return scores[first:min(count, len(passages.hits))]
         self.gate.score = score
 
 
@@ -117,6 +117,39 @@ def test_a_span_in_the_top_passage_leads_the_default_readers_quotes():
     assert own.start <= reading.span.start and reading.span.end <= own.end
     assert TEXT[own.start - 100:own.end - 100] == own.quote
     assert reader.read_counts == [1]
+
+
+@pytest.mark.parametrize("question, shown", [("深圳的总部在哪里？", True), ("总部是怎么选址的？", False)])
+def test_a_short_fact_question_has_its_span_shown_from_a_lower_probability(question, shown):
+    """Probability 0.1: under span_prob (0.2) but over fact_span_prob (0.05): only the question that asks
+    for one short fact ("哪里") leads with the span; the explanation question gets the passage alone."""
+    reader = FixedReader([SpanScore(SPAN, SPAN + 6, 9.0, 1.0, 0.1)], span_prob=0.2, fact_span_prob=0.05)
+    passages = _passages(question)
+    reading = reader.read(replace(passages, hits=passages.hits[::-1]))
+    assert not reading.abstained
+    assert (reading.span is not None) is shown
+    if shown:
+        assert reading.span.quote == "深圳市龙岗区"
+
+
+@pytest.mark.parametrize("question, reads, shown", [("深圳的总部在哪里？", [1, 2], True), ("总部是怎么选址的？", [1], False)])
+def test_a_short_fact_question_reads_on_when_the_top_passage_holds_no_confident_span(question, reads, shown):
+    """Strong evidence, the top passage (b.txt) without a confident span: a short-fact question has the next
+    passage read too, and leads with its span, quoting that passage; an explanation question does not."""
+    reader = FixedReader([SpanScore(0, 2, 1.0, 3.0, 0.01), SpanScore(SPAN, SPAN + 6, 9.0, 1.0, 0.6)], threshold=1.0)
+    reading = reader.read(_passages(question))
+    assert reader.read_counts == reads
+    assert not reading.abstained and (reading.span is not None) is shown
+    if shown:
+        assert reading.span.quote == "深圳市龙岗区" and [c.source for c in reading.citations] == ["a.txt"]
+    else:
+        assert reading.citations[0].source == "b.txt"
+
+
+def test_fact_span_prob_defaults_to_span_prob_when_unset_and_is_checked():
+    assert FixedReader(CONFIDENT, span_prob=0.3, fact_span_prob=None).fact_span_prob == 0.3
+    with pytest.raises(ValueError, match="fact_span_prob"):
+        FixedReader(CONFIDENT, fact_span_prob=1.5)
 
 
 @pytest.mark.parametrize("threshold, answers", [(5.0, True), (9.0, False)])
@@ -229,3 +262,14 @@ def test_real_assistant_answers_with_a_span_on_the_corpus(real_assistant):
     first = answer.citations[0]
     assert first.source == answer.span.source and first.start <= answer.span.start < answer.span.end <= first.end
     assert json.loads(json.dumps(answer.to_dict()))["answer_span"]["text"] == answer.span.quote
+
+
+@pytest.mark.e2e
+def test_real_assistant_reads_on_for_a_short_fact_the_top_passage_lacks(real_assistant):
+    """Issue 19's example: the top passage explains the PPO example, the number of steps is in its code."""
+    answer = real_assistant.ask("PPO 训练 CartPole 的示例里一共训练了多少步？", reader=real_assistant.reader_named("span"))
+    assert not answer.abstained
+    assert answer.span is not None and answer.span.quote == "10000", answer.text
+    text = (ROOT / "corpus" / answer.span.source).read_text("utf-8")
+    assert "total_timesteps=10000" in text[answer.span.start - 20:answer.span.end]
+    assert answer.citations[0].source == answer.span.source
