@@ -9,7 +9,7 @@ of the sentence holding the answer (the passage reader's best case). It reports 
 those that ask for one short fact (language.asks_for_fact, shown from ``fact_span_prob``) apart from the
 others (shown from ``span_prob``).
 
-Usage: python -m bench.span_gate [--train DIR] [--limit N] [--out FILE]
+Usage: python -m bench.span_gate [--train DIR] [--limit N] [--negatives N] [--out FILE]
 """
 from __future__ import annotations
 
@@ -34,6 +34,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--train", default=str(REPO.parent / "shared" / "train"), help="the training data folder")
     ap.add_argument("--limit", type=int, default=400, help="answerable held-out pairs per language")
     ap.add_argument("--max-len", type=int, default=0, help="tokens per window (default: the model's)")
+    ap.add_argument("--negatives", type=int, default=0, help="also read this many held-out paragraphs that do not "
+                    "answer their question, per language")
     ap.add_argument("--out", default="", help="also write the result as JSON here")
     args = ap.parse_args(argv)
 
@@ -50,7 +52,9 @@ def main(argv: list[str] | None = None) -> int:
     settings = Settings.from_env()
     embedder = make_embedder(settings)
     model, tokenizer, threshold = load_reader_model(embedder, resolve_reader_weights(settings.reader_model))
-    _, held = tr.make_pairs(tr.load_sources(Path(args.train)), random.Random(tr.SEED), 0.0)
+    sources = tr.load_sources(Path(args.train))
+    _, held = tr.make_pairs(sources, random.Random(tr.SEED), 0.0)
+    _, others = tr.make_pairs(sources, random.Random(tr.SEED), 1.0) if args.negatives else ([], [])
     rng = random.Random(tr.SEED)
     result: dict = {"threshold": threshold, "span_chars": SPAN_CHARS}
     t0 = time.time()
@@ -67,7 +71,8 @@ def main(argv: list[str] | None = None) -> int:
             rows.append((found.prob, fits, f1, sentence_f1(pair["context"], pair["golds"]),
                          asks_for_fact(pair["question"])))
             questions.append({"question": pair["question"], "span": pair["context"][start:end], "prob": found.prob,
-                              "fits": bool(fits), "f1": f1})
+                              "margin": found.margin, "short": 0 < end - start <= SPAN_CHARS, "fits": bool(fits),
+                              "f1": f1})
             if (n + 1) % 100 == 0:
                 print(f"{lang}: {n + 1}/{len(pairs)} read, {time.time() - t0:.0f} s", flush=True)
         prob, fits, f1, fallback, fact = (np.array(c, float) for c in zip(*rows))
@@ -85,6 +90,18 @@ def main(argv: list[str] | None = None) -> int:
                 print(lang, kind, f"({int(keep.sum())})", f"span_prob {p:.2f}", json.dumps(table[f"{p:.2f}"]), flush=True)
             result[lang][kind] = {"pairs": int(keep.sum()), "by_span_prob": table}
         result[lang]["questions"] = questions
+        # Paragraphs that do not answer (another paragraph of the same article, or of another article): a span
+        # shown there is wrong. What the product would show if such a passage ranked first.
+        negatives = [p for p in others if p["lang"] == lang and p["answer"] is None]
+        shown_wrong = []
+        for pair in rng.sample(negatives, min(args.negatives, len(negatives))):
+            (found,) = score_windows(model, tokenizer, pair["question"], [pair["context"]],
+                                     max_len=args.max_len or MAX_LEN)
+            start, end = _strip(pair["context"], found.start, found.end)
+            shown_wrong.append({"question": pair["question"], "prob": found.prob, "margin": found.margin,
+                                "short": 0 < end - start <= SPAN_CHARS, "fact": asks_for_fact(pair["question"])})
+        result[lang]["negatives"] = shown_wrong
+        print(lang, f"{len(shown_wrong)} negatives read, {time.time() - t0:.0f} s", flush=True)
     if args.out:
         Path(args.out).write_text(json.dumps(result, indent=1) + "\n", "utf-8")
     return 0
