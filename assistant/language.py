@@ -41,7 +41,10 @@ _FACT_ZH = re.compile(
     r"|[是为于][?？]?$")  # a sentence to complete: "李白描写秦岭山路的作品是？"
 _FACT_EN = re.compile(  # at the start, or after one leading clause ("In the GAN example, which ...")
     r"^(?:[^,?]{0,80},\s*)?(?:in |for |by |from |to |on |at )?(?:who|whom|whose|when|where|which|how (?:many|much|long|old|far|big|large|tall|often)"
-    r"|what (?:year|time|date|day|month|century|percentage|percent|number|age|colou?r|country|city|language|name))\b",
+    r"|what (?:year|time|date|day|month|century|percentage|percent|number|age|colou?r|country|city|language|name)"
+    # "What loss function does it use?": a singular noun after "what" (not "what is", "what can", "what challenges")
+    r"|what (?!(?:is|are|was|were|do|does|did|can|could|should|would|will|has|have|had|happens|happened|other|else"
+    r"|kinds?|types?|sorts?|ways?)\b)[a-z]+(?<![^s]s))\b",
     re.IGNORECASE)
 # ... and one that asks for an explanation, a list or several things at once: no single short span answers it.
 _NOT_FACT = re.compile(
