@@ -40,7 +40,8 @@ _FACT_ZH = re.compile(
     rf"|的(?:(?!{_EXPLAINED})[\u4e00-\u9fffA-Za-z0-9]){{1,8}}是什么[?？]?$"  # "GAN 的损失函数是什么？"
     r"|[是为于][?？]?$")  # a sentence to complete: "李白描写秦岭山路的作品是？"
 _FACT_EN = re.compile(  # at the start, or after one leading clause ("In the GAN example, which ...")
-    r"^(?:[^,?]{0,80},\s*)?(?:in |for |by |from |to |on |at )?(?:who|whom|whose|when|where|which|how (?:many|much|long|old|far|big|large|tall|often)"
+    r"^(?:[^,?]{0,80},\s*)?(?:in |for |by |from |to |on |at )?"
+    r"(?:who|whom|whose|when|where|which|how (?:many|much|long|old|far|big|large|tall|often)"
     r"|what (?:year|time|date|day|month|century|percentage|percent|number|age|colou?r|country|city|language|name)"
     # "What loss function does it use?": a singular noun after "what" (not "what is", "what can", "what challenges")
     r"|what (?!(?:is|are|was|were|do|does|did|can|could|should|would|will|has|have|had|happens|happened|other|else"

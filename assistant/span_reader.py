@@ -244,11 +244,14 @@ class SpanReader:
     def abstain(self, passages: Passages) -> Reading:
         return self.passage.abstain(passages)
 
-    def _shows(self, hit, found: SpanScore, fact: bool) -> bool:
-        """Whether ``found`` (the model's best span of ``hit``) is confident and short enough to lead the answer."""
+    def _shown(self, hit, found: SpanScore, fact: bool) -> tuple[int, int] | None:
+        """The bounds of ``found`` (the model's best span of ``hit``) without light punctuation, when it is confident
+        and short enough to lead the answer; else None."""
         start, end = _strip(hit.chunk.text, found.start, found.end)
-        return (found.prob >= (self.fact_span_prob if fact else self.span_prob)
-                and found.margin >= self.gate.model()[2] and 0 < end - start <= self.span_chars)
+        if (found.prob >= (self.fact_span_prob if fact else self.span_prob)
+                and found.margin >= self.gate.model()[2] and 0 < end - start <= self.span_chars):
+            return start, end
+        return None
 
     def stream(self, passages: Passages) -> Response[Reading]:
         return Response.whole(lambda: self.read(passages))
@@ -260,12 +263,12 @@ class SpanReader:
         scores = decision.scores or (tuple(self.gate.score(passages, 1)) if decision.answerable else ())
         best = decision.best
         fact = asks_for_fact(passages.question)
-        if decision.answerable and fact and len(scores) == 1 and not self._shows(passages.hits[0], scores[0], fact):
+        if decision.answerable and fact and len(scores) == 1 and self._shown(passages.hits[0], scores[0], fact) is None:
             # A short-fact question whose top passage holds no confident span: the next passages may (the
             # number of steps is in the code, the top passage explains it). The one with a span that shows, if any.
             scores = (*scores, *self.gate.score(passages, self.gate.candidates, first=1))
             best = next((k for k in sorted(range(1, len(scores)), key=lambda k: -scores[k].margin)
-                         if self._shows(passages.hits[k], scores[k], fact)), 0)
+                         if self._shown(passages.hits[k], scores[k], fact) is not None), 0)
         passages = passages.with_margins(scores)
         if not decision.answerable:
             return self.abstain(passages)
@@ -277,9 +280,10 @@ class SpanReader:
             replace(passages, hits=[hit] if chosen else passages.hits, evidence=1.0, missing_terms=()))
         if reading.abstained or not reading.citations:
             return self.abstain(passages)
-        if not self._shows(hit, found, fact):
+        bounds = self._shown(hit, found, fact)
+        if bounds is None:
             return Reading(reading.text, False, reading.citations, (), passages.evidence)
-        start, end = _strip(hit.chunk.text, found.start, found.end)
+        start, end = bounds
         # The span leads; the citation of its passage is widened to hold it (or added first).
         line, pages = passages.lines[hit.chunk_id], passages.pages.get(hit.chunk.source)
         chunk = hit.chunk

@@ -109,10 +109,12 @@ def end_to_end(settings, embedder, weights: Path, contexts: dict[str, str], samp
     cached.save()
     built = time.time() - t0
     min_evidence = settings.min_evidence or DEFAULT_MIN_EVIDENCE
-    readers = {"span": SpanReader(embedder, weights, min_evidence=min_evidence),
-               **{f"span, fact_span_prob {p:g}": SpanReader(embedder, weights, min_evidence=min_evidence,
-                                                            fact_span_prob=p) for p in fact_span_probs},
-               "extractive": ExtractiveReader(cached, min_evidence)}
+    readers = {"span": SpanReader(embedder, weights, min_evidence=min_evidence)}
+    for p in fact_span_probs:  # the same decision and loaded model, another span gate for short-fact questions
+        variant = SpanReader(embedder, weights, min_evidence=min_evidence, fact_span_prob=p)
+        variant.gate = readers["span"].gate
+        readers[f"span, fact_span_prob {p:g}"] = variant
+    readers["extractive"] = ExtractiveReader(cached, min_evidence)
     out: dict = {"questions": min(limit, len(sample)), "index_seconds": round(built),
                  "chunks": len(bench.index.chunks)}
     for name, reader in readers.items():

@@ -57,21 +57,26 @@ def main(argv: list[str] | None = None) -> int:
     _, others = tr.make_pairs(sources, random.Random(tr.SEED), 1.0) if args.negatives else ([], [])
     rng = random.Random(tr.SEED)
     result: dict = {"threshold": threshold, "span_chars": SPAN_CHARS}
+
+    def read(pair: dict):
+        """The model's best span of the pair's paragraph: (score, start, end without light punctuation, short)."""
+        (found,) = score_windows(model, tokenizer, pair["question"], [pair["context"]], max_len=args.max_len or MAX_LEN)
+        start, end = _strip(pair["context"], found.start, found.end)
+        return found, start, end, 0 < end - start <= SPAN_CHARS
+
     t0 = time.time()
     for lang in ("zh", "en"):
         pairs = [p for p in held if p["lang"] == lang and p["answer"] is not None]
         pairs = rng.sample(pairs, min(args.limit, len(pairs)))
         rows, questions = [], []
         for n, pair in enumerate(pairs):
-            (found,) = score_windows(model, tokenizer, pair["question"], [pair["context"]],
-                                     max_len=args.max_len or MAX_LEN)
-            start, end = _strip(pair["context"], found.start, found.end)
+            found, start, end, short = read(pair)
             f1 = answer_scores(pair["context"][start:end], pair["golds"])[1]
-            fits = found.margin >= threshold and 0 < end - start <= SPAN_CHARS
+            fits = found.margin >= threshold and short
             rows.append((found.prob, fits, f1, sentence_f1(pair["context"], pair["golds"]),
                          asks_for_fact(pair["question"])))
             questions.append({"question": pair["question"], "span": pair["context"][start:end], "prob": found.prob,
-                              "margin": found.margin, "short": 0 < end - start <= SPAN_CHARS, "fits": bool(fits),
+                              "margin": found.margin, "short": short, "fits": bool(fits),
                               "f1": f1})
             if (n + 1) % 100 == 0:
                 print(f"{lang}: {n + 1}/{len(pairs)} read, {time.time() - t0:.0f} s", flush=True)
@@ -84,10 +89,12 @@ def main(argv: list[str] | None = None) -> int:
             table = {}
             for p in CANDIDATES:
                 shown = (prob >= p) & (fits > 0) & keep
+                visible = np.where(shown, f1, fallback)[keep]
                 table[f"{p:.2f}"] = {"shown": float(shown.sum() / max(keep.sum(), 1)),
                                      "span_f1": float(f1[shown].mean()) if shown.any() else None,
-                                     "visible_f1": float(np.where(shown, f1, fallback)[keep].mean()) if keep.any() else None}
-                print(lang, kind, f"({int(keep.sum())})", f"span_prob {p:.2f}", json.dumps(table[f"{p:.2f}"]), flush=True)
+                                     "visible_f1": float(visible.mean()) if keep.any() else None}
+                print(lang, kind, f"({int(keep.sum())})", f"span_prob {p:.2f}", json.dumps(table[f"{p:.2f}"]),
+                      flush=True)
             result[lang][kind] = {"pairs": int(keep.sum()), "by_span_prob": table}
         result[lang]["questions"] = questions
         # Paragraphs that do not answer (another paragraph of the same article, or of another article): a span
@@ -95,11 +102,9 @@ def main(argv: list[str] | None = None) -> int:
         negatives = [p for p in others if p["lang"] == lang and p["answer"] is None]
         shown_wrong = []
         for pair in rng.sample(negatives, min(args.negatives, len(negatives))):
-            (found,) = score_windows(model, tokenizer, pair["question"], [pair["context"]],
-                                     max_len=args.max_len or MAX_LEN)
-            start, end = _strip(pair["context"], found.start, found.end)
+            found, _, _, short = read(pair)
             shown_wrong.append({"question": pair["question"], "prob": found.prob, "margin": found.margin,
-                                "short": 0 < end - start <= SPAN_CHARS, "fact": asks_for_fact(pair["question"])})
+                                "short": short, "fact": asks_for_fact(pair["question"])})
         result[lang]["negatives"] = shown_wrong
         print(lang, f"{len(shown_wrong)} negatives read, {time.time() - t0:.0f} s", flush=True)
     if args.out:
