@@ -137,6 +137,25 @@ def test_a_second_passage_that_passes_the_threshold_can_still_be_cited():
     assert {c.source for c in reading.citations} == {"plan.md", "garden.txt"}
 
 
+@pytest.mark.parametrize("question, sources", [
+    ("大模型训练有哪些并行方式？", ["a.md", "b.md"]),  # a list: the near second passage is quoted too
+    ("大模型训练用的是哪种并行方式？", ["a.md"]),  # one short fact: one passage
+])
+def test_a_near_second_passage_is_quoted_for_explanations_and_lists_but_not_for_a_short_fact(question, sources):
+    from assistant.reader import ExtractiveReader, Passages
+    from assistant.types import Chunk, Hit
+
+    embedder = FakeEmbedder()
+    # The same text in both: their parts match the question equally, so the scores differ by 0.85 x 0.04
+    # (the unit weight is 0.15): within the second margin (0.05), not within the short-fact one (0.02).
+    hits = [Hit(0, Chunk("a.md", 0, len(HEADINGS), HEADINGS), 0.62, 0.62),
+            Hit(1, Chunk("b.md", 0, len(HEADINGS), HEADINGS), 0.58, 0.58)]
+    passages = Passages(question=question, query_vector=embedder.embed_queries([question])[0], hits=hits,
+                        evidence=0.62, lines=[1, 1], pages={})
+    reading = ExtractiveReader(embedder, min_evidence=0.45).read(passages)
+    assert [c.source for c in reading.citations] == sources
+
+
 @pytest.mark.e2e
 @pytest.mark.parametrize("reader", ["extractive", "span"])
 def test_real_model_quotes_an_outline_and_never_cites_an_unrelated_file(real_settings, real_assistant, tmp_path,
