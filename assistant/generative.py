@@ -333,7 +333,7 @@ class GenerativeReader:
             covered = passages.evidence >= self.min_evidence and bool(passages.hits) and not passages.missing_terms
             return passages, covered
         decision = self.gate.decide(passages)
-        return passages.with_margins(decision.scores), decision.answerable
+        return decision.passages(passages), decision.answerable
 
     def check(self, draft: str, passages: Passages) -> Reading:
         """The grounding check of a finished draft, as a Reading."""

@@ -29,6 +29,24 @@ def named_terms(question: str) -> list[str]:
     return [t for t in found if len(t) >= 2 and not t.islower()]
 
 
+_ACRONYM = re.compile(r"(?<![A-Za-z0-9])[A-Z][A-Z0-9]+(?:[-.][A-Z0-9]+)*(?![A-Za-z0-9])")
+_ROMAN = re.compile(r"[IVXLCDM]+")
+
+
+def acronyms(question: str) -> list[str]:
+    """Upper-case names in a question that is not Chinese (``BLEU``, ``RLHF``, ``H100``; not Roman numerals), in
+    order, once each.
+
+    Unlike the names of a Chinese question (named_terms), one of these that no document contains does not settle
+    the question by itself: an English question about Chinese documents may name in Latin letters what they write
+    in Chinese ("the 2007 AFC Champions League", 亚冠联赛). The reader model confirms (span_reader.Answerability).
+    """
+    if is_chinese(question):
+        return []
+    found = dict.fromkeys(m.group() for m in _ACRONYM.finditer(question))
+    return [t for t in found if not _ROMAN.fullmatch(t)]
+
+
 # A question that asks for one short fact: who, when, where, which, how many, what year (Chinese and English).
 # Nouns whose answer is an explanation or a list ("什么原因", "…的作用是什么"): no short fact.
 _EXPLAINED = ("原因|作用|区别|差别|好处|影响|办法|方法|方式|措施|对策|优势|特点|步骤|工作|问题|内容|要求|条件|关系|意义|功能|用途"

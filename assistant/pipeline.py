@@ -25,7 +25,7 @@ from .index_build import Progress, StaleScan, stage_progress
 from .index_store import BuildReport, build_index, check_compatible, load_index, LoadedIndex
 from .ingest import Known, read_document, scan_corpus
 from .models import resolve_embedding_model
-from .language import named_terms, printable
+from .language import acronyms, named_terms, printable
 from .reader import DEFAULT_MIN_EVIDENCE, ExtractiveReader, Passages, Reader, Response
 from .retriever import HybridRetriever
 from .types import Answer, Chunk, IndexedDocument, IndexStatus
@@ -348,9 +348,10 @@ class Assistant:
         t1 = time.perf_counter()
         lexical = serving.index.lexical
         missing = tuple(t for t in named_terms(question) if not lexical.contains(t))
+        unknown = tuple(t for t in acronyms(question) if not lexical.contains(t))
         passages = Passages(question=question, query_vector=vector, hits=found.hits, evidence=found.best_dense,
                             lines=serving.index.lines, pages=serving.index.pages, units=serving.index.units,
-                            missing_terms=missing)
+                            missing_terms=missing, unknown_terms=unknown)
         response = reader.stream(passages)
         first = None
         for delta in response:

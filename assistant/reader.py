@@ -59,6 +59,9 @@ class Passages:
     pages: dict[str, list[tuple[int, int]]]
     units: UnitLookup | None = None  # unit vectors computed at build time, if the index has them
     missing_terms: tuple[str, ...] = ()  # names in the question that no document contains (see named_terms)
+    # upper-case names in a non-Chinese question that no document contains (language.acronyms): the reader model
+    # confirms that the passages do not answer before they count (span_reader.Answerability)
+    unknown_terms: tuple[str, ...] = ()
     # chunk id -> the reader model's answerability margin, for the passages it read (see span_reader)
     answerability: dict[int, float] = field(default_factory=dict)
 

@@ -162,7 +162,8 @@ def main(argv: list[str] | None = None) -> int:
     from assistant.pipeline import make_embedder
     from assistant.span_model import score_windows
     from assistant.reader import DEFAULT_MIN_EVIDENCE
-    from assistant.span_reader import DEFAULT_MODEL_FLOOR, load_reader_model
+    from assistant.language import acronyms, asks_for_fact
+    from assistant.span_reader import DEFAULT_MODEL_FLOOR, TERM_MARGIN, load_reader_model
 
     torch.manual_seed(0)
     settings = Settings.from_env()
@@ -202,8 +203,15 @@ def main(argv: list[str] | None = None) -> int:
                 vectors[kind, key] = embed([key])[0]
         return float(vectors["q", question] @ vectors["d", context])
 
+    # The product's rule for upper-case names no document contains (language.acronyms, span_reader.TERM_MARGIN),
+    # with the dev corpus as the documents (a substring check, where the product checks its BM25 tokens).
+    corpus_text = "\n".join(contexts.values()).lower()
+
+    def unknown(question: str) -> bool:
+        return asks_for_fact(question) and any(t.lower() not in corpus_text for t in acronyms(question))
+
     def run(items, lang):
-        ems, f1s, sent, margins, labels, seconds, cosines = [], [], [], [], [], [], []
+        ems, f1s, sent, margins, labels, seconds, cosines, names = [], [], [], [], [], [], [], []
         for n, q in enumerate(items):
             context = contexts[q["context_id"]]
             t = time.perf_counter()
@@ -218,19 +226,23 @@ def main(argv: list[str] | None = None) -> int:
                 margins += [found.margin, read(q["question"], contexts[neg]).margin]
                 labels += [True, False]
                 cosines += [cosine(q["question"], context), cosine(q["question"], contexts[neg])]
+                names += [unknown(q["question"])] * 2
             if (n + 1) % 50 == 0:
                 print(f"{lang}: {n + 1}/{len(items)} read, {time.time() - t0:.0f} s", flush=True)
         margins_a, labels_a, cos_a = np.array(margins, float), np.array(labels, bool), np.array(cosines, float)
         refuse = margins_a < threshold
+        named = np.array(names, bool) & (margins_a < TERM_MARGIN)  # refused for a name no document contains
         out = {"questions": len(items), "em": float(np.mean(ems)), "f1": float(np.mean(f1s)),
                "sentence_f1": float(np.mean(sent)), "pairs": int((~labels_a).sum()),
                "auc": roc_auc(margins_a, labels_a), "cosine_auc": roc_auc(cos_a, labels_a),
                **abstention(refuse, labels_a, "model"),
                **abstention(cos_a < min_evidence, labels_a, "cosine"),
                # The shipped decision (span_reader.Answerability): cosine answers at or above the
-               # threshold; between the floor and it, the model's margin decides.
-               **abstention(~((cos_a >= min_evidence) | ((cos_a >= floor) & (margins_a >= threshold))), labels_a,
-                            "shipped"),
+               # threshold; between the floor and it, the model's margin decides; a name no document
+               # contains refuses below TERM_MARGIN.
+               **abstention(named | ~((cos_a >= min_evidence) | ((cos_a >= floor) & (margins_a >= threshold))),
+                            labels_a, "shipped"),
+               "named_pairs": int(np.array(names, bool).sum()), "named_refused": int(named.sum()),
                "read_ms_p50": 1000 * float(np.median(seconds))}
         return out
 

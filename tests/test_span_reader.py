@@ -252,6 +252,46 @@ def test_onnx_runtime_scores_as_torch_with_the_real_model(real_settings, real_em
         assert np.allclose([g.margin for g in got], [w.margin for w in want], atol=1e-3)
 
 
+@pytest.mark.parametrize("margins, abstains", [((-6.0, -5.0), True), ((-6.0, -3.0), False)])
+def test_a_name_no_document_contains_refuses_when_no_passage_reaches_the_term_margin(margins, abstains):
+    """An English question's upper-case name that no document contains (Passages.unknown_terms): at strong
+    evidence the model reads the top passages, and only when none reaches TERM_MARGIN (-4) is it refused,
+    naming the name; a passage that reaches it keeps the question answered from the top passage."""
+    scores = [SpanScore(0, 2, m, 0.0, 0.01) for m in margins]
+    reader = FixedReader(scores, threshold=1.0)
+    passages = replace(_passages("What BLEU score does it reach?"), unknown_terms=("BLEU",))
+    reading = reader.read(passages)
+    assert reader.read_counts == [3]
+    assert reading.abstained is abstains
+    if abstains:
+        assert reading.citations == () and reading.related and "never mention BLEU" in reading.text
+    else:
+        assert reading.citations[0].source == "b.txt" and "BLEU" not in reading.text
+
+
+def test_a_name_no_document_contains_does_not_refuse_an_explanation_question():
+    """The margin is not calibrated for explanations (their answers have no short span): the name alone
+    does not make the model decide; the top passage answers, read once for its span."""
+    reader = FixedReader([SpanScore(0, 2, -9.0, 0.0, 0.01)] * 3, threshold=1.0)
+    passages = replace(_passages("How is BLEU used to evaluate a translation model?"), unknown_terms=("BLEU",))
+    reading = reader.read(passages)
+    assert not reading.abstained and reading.citations[0].source == "b.txt"
+    assert reader.read_counts == [1]
+
+
+@pytest.mark.parametrize("question, names", [
+    ("What BLEU score does the Transformer translation model reach?", ["BLEU"]),
+    ("How many H100 GPUs, and is RLHF or RAG used? RAG again", ["H100", "RLHF", "RAG"]),
+    ("Whom did King Moctezuma II mistake for the Feathered Serpent?", []),  # a Roman numeral
+    ("What does the Transformer do?", []),  # capitalised, not upper-case
+    ("BLEU 分数是多少？", []),  # Chinese questions: named_terms refuses those outright
+])
+def test_acronyms_are_the_upper_case_names_of_a_non_chinese_question(question, names):
+    from assistant.language import acronyms
+
+    assert acronyms(question) == names
+
+
 @pytest.mark.e2e
 @pytest.mark.parametrize("question, quote, around", [
     ("Transformer 文本分类示例里 d_model 设为多少？", "512", "d_model=512"),
@@ -268,3 +308,13 @@ def test_real_assistant_answers_with_a_span_on_the_corpus(real_assistant, questi
     first = answer.citations[0]
     assert first.source == answer.span.source and first.start <= answer.span.start < answer.span.end <= first.end
     assert json.loads(json.dumps(answer.to_dict()))["answer_span"]["text"] == answer.span.quote
+
+
+@pytest.mark.e2e
+def test_real_assistant_refuses_an_english_question_on_a_name_no_document_contains(real_assistant):
+    """The own eval's q060, reworded: the Transformer translation passage is close (cosine about 0.5), but no
+    document mentions BLEU and the model finds no answer in the top passages."""
+    answer = real_assistant.ask("What BLEU score does the Transformer translation model reach on WMT14 English-German?",
+                                reader=real_assistant.reader_named("span"))
+    assert answer.abstained and answer.citations == () and answer.related, answer.text
+    assert answer.text.startswith("The documents never mention BLEU.")
