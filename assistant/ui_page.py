@@ -27,7 +27,9 @@ EXAMPLES = (
     "初创公司缺少训练数据怎么办？",
     "注意力机制的原理是什么？",
     "How can a small startup get enough compute?",
-    "What does the GAN example use as its loss?",
+    # An exact span leads this one's answer (10000). "What does the GAN example use as its loss?", here until
+    # 2026-12-04, got the training loop's print line: the reader model scores code low (docs/reader-model.md).
+    "How many timesteps is the PPO agent trained for in the CartPole example?",
     "大模型训练时怎样让数据输入更快？",
 )
 SANS = ("system-ui", "-apple-system", "Segoe UI", "Noto Sans", "Noto Sans CJK SC", "PingFang SC",
