@@ -29,7 +29,7 @@ def named_terms(question: str) -> list[str]:
     return [t for t in found if len(t) >= 2 and not t.islower()]
 
 
-_ACRONYM = re.compile(r"(?<![A-Za-z0-9])[A-Z][A-Z0-9]+(?:[-.][A-Z0-9]+)*(?![A-Za-z0-9])")
+_ACRONYM = re.compile(r"(?<![\w.-])[A-Z][A-Z0-9_]*[A-Z0-9](?:[-.][A-Z0-9_]+)*(?![\w])")  # MAX_LEN whole
 _ROMAN = re.compile(r"[IVXLCDM]+")
 
 

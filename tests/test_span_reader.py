@@ -284,6 +284,7 @@ def test_a_name_no_document_contains_does_not_refuse_an_explanation_question():
     ("How many H100 GPUs, and is RLHF or RAG used? RAG again", ["H100", "RLHF", "RAG"]),
     ("Whom did King Moctezuma II mistake for the Feathered Serpent?", []),  # a Roman numeral
     ("What does the Transformer do?", []),  # capitalised, not upper-case
+    ("What is MAX_LEN set to, and is max_Len or GPT-4 used?", ["MAX_LEN", "GPT-4"]),  # one name, as BM25 has it
     ("BLEU 分数是多少？", []),  # Chinese questions: named_terms refuses those outright
 ])
 def test_acronyms_are_the_upper_case_names_of_a_non_chinese_question(question, names):
