@@ -7,7 +7,8 @@ as measured on the own eval set and CMRC 2018 (BENCHMARKS.md, "Reader model"):
    question's upper-case name that no document contains (language.acronyms: "What BLEU score…") is weaker
    evidence (Chinese documents may write in Chinese what it names in Latin letters), so the model confirms
    it where its margin is calibrated, for a question that asks for one short fact (language.asks_for_fact):
-   the question is not covered when none of the top passages reaches ``TERM_MARGIN``.
+   the question is not covered when none of the top passages reaches ``TERM_MARGIN``, unless the nearest
+   passage is code (the model, trained on prose, scores code low either way).
 2. Retrieval evidence at or above the calibrated cosine threshold (0.45) answers, as before: the
    seed corpus's explanation and list questions ("有什么办法？") have no short span, so the model
    gives them low margins whether or not the passage covers them; its margin cannot refuse them.
@@ -32,6 +33,7 @@ import threading
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from .chunking import spans
 from .citations import cite
 from .config import READER_RUNTIMES, native_bf16
 from .embedding import Embedder
@@ -227,7 +229,9 @@ class Answerability:
             return Decision(True)
         scores = self.score(passages, self.candidates)
         best = max(range(len(scores)), key=lambda k: scores[k].margin)
-        if unknown and scores[best].margin < self.term_margin:
+        # The model was trained on prose: on code its margins are low whether or not the code answers (the image
+        # classifier's Conv2D code, at -6.5, for "What CNN architecture…?"), so a nearest passage of code is kept.
+        if unknown and scores[best].margin < self.term_margin and not _mostly_code(passages.hits[0].chunk.text):
             return Decision(False, tuple(scores), missing=passages.unknown_terms)
         if strong and not self.rerank:  # read for the names only: the top passage stays first
             return Decision(True, tuple(scores))
@@ -326,6 +330,13 @@ class SpanReader:
         span = cite(k + 1, chunk, line, start, end, found.prob, pages)
         text = "\n\n".join([f"**{span.quote}** [{k + 1}]", *(f"{c.quote} [{c.n}]" for c in citations)])
         return Reading(text, False, tuple(citations), (), passages.evidence, span)
+
+
+def _mostly_code(text: str) -> bool:
+    """Whether at least half of a passage's units (by characters) are code."""
+    units = spans(text)
+    code = sum(u.end - u.start for u in units if u.kind == "code")
+    return code >= 0.5 * sum(u.end - u.start for u in units) > 0
 
 
 def _strip(text: str, start: int, end: int) -> tuple[int, int]:

@@ -269,6 +269,16 @@ def test_a_name_no_document_contains_refuses_when_no_passage_reaches_the_term_ma
         assert reading.citations[0].source == "b.txt" and "BLEU" not in reading.text
 
 
+def test_a_name_no_document_contains_does_not_refuse_when_the_nearest_passage_is_code():
+    """The model scores code low whether or not it answers: a nearest passage of code keeps the question."""
+    code = "```python\nmodel.add(Conv2D(32, (3, 3), activation='relu'))\nmodel.add(MaxPooling2D((2, 2)))\n```"
+    reader = FixedReader([SpanScore(0, 2, -9.0, 0.0, 0.01)] * 3, threshold=1.0)
+    passages = _passages("What CNN architecture is used?")
+    hits = [replace(passages.hits[0], chunk=Chunk("c.md", 0, len(code), code)), *passages.hits[1:]]
+    reading = reader.read(replace(passages, hits=hits, unknown_terms=("CNN",)))
+    assert not reading.abstained and reading.citations[0].source == "c.md"
+
+
 def test_a_name_no_document_contains_does_not_refuse_an_explanation_question():
     """The margin is not calibrated for explanations (their answers have no short span): the name alone
     does not make the model decide; the top passage answers, read once for its span."""
@@ -319,3 +329,13 @@ def test_real_assistant_refuses_an_english_question_on_a_name_no_document_contai
                                 reader=real_assistant.reader_named("span"))
     assert answer.abstained and answer.citations == () and answer.related, answer.text
     assert answer.text.startswith("The documents never mention BLEU.")
+
+
+@pytest.mark.e2e
+def test_real_assistant_keeps_an_english_question_whose_name_the_code_answers(real_assistant):
+    """No document writes "CNN" (the text says 卷积神经网络), and the model scores the Conv2D code that answers
+    low: the nearest passage is code, so the question is answered from it."""
+    answer = real_assistant.ask("What CNN architecture is used for image recognition?",
+                                reader=real_assistant.reader_named("span"))
+    assert not answer.abstained, answer.text
+    assert "Conv2D" in answer.text and answer.citations[0].source.startswith("001_")
