@@ -15,7 +15,7 @@
    then the span reader or today's passage reader), scored on what the user is shown.
 
 Usage: python -m bench.reader [--cmrc PATH] [--limit N] [--pairs N] [--e2e N] [--weights FILE]
-       [--fact-span-prob P ...] [--no-english]
+       [--fact-span-prob P ...] [--no-english] [--rerank]
 """
 from __future__ import annotations
 
@@ -94,7 +94,7 @@ def abstention(refuse: np.ndarray, answerable: np.ndarray, name: str) -> dict:
 
 
 def end_to_end(settings, embedder, weights: Path, contexts: dict[str, str], sample: list[dict], limit: int,
-               fact_span_probs: tuple[float, ...] = ()) -> dict:
+               fact_span_probs: tuple[float, ...] = (), rerank: bool = False) -> dict:
     """Questions asked over the whole dev corpus (848 paragraphs as documents) through Assistant.ask
     with the span reader: answer EM/F1 of what the user sees (the span when one is shown, else the
     quoted passages; 0 when it abstains), beside today's passage reader on the same questions."""
@@ -114,6 +114,10 @@ def end_to_end(settings, embedder, weights: Path, contexts: dict[str, str], samp
         variant = SpanReader(embedder, weights, min_evidence=min_evidence, fact_span_prob=p)
         variant.gate = readers["span"].gate
         readers[f"span, fact_span_prob {p:g}"] = variant
+    if rerank:  # the top 3 passages always read, the best by margin cited (the same loaded model)
+        variant = SpanReader(embedder, weights, min_evidence=min_evidence, rerank=True)
+        variant.gate._loaded = readers["span"].gate.model()
+        readers["span, rerank"] = variant
     readers["extractive"] = ExtractiveReader(cached, min_evidence)
     out: dict = {"questions": min(limit, len(sample)), "index_seconds": round(built),
                  "chunks": len(bench.index.chunks)}
@@ -152,6 +156,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--fact-span-prob", type=float, action="append", default=[],
                     help="end to end, also with this fact_span_prob (repeatable; default: the shipped one only)")
     ap.add_argument("--no-english", action="store_true", help="skip the English questions")
+    ap.add_argument("--rerank", action="store_true", help="end to end, also with the reader model reranking")
     ap.add_argument("--out", default=str(Path.home() / ".cache" / "assistant" / "bench-reader.json"))
     args = ap.parse_args(argv)
 
@@ -253,7 +258,7 @@ def main(argv: list[str] | None = None) -> int:
         result["en"] = run(en_items, "en")
     if args.e2e:
         result["end_to_end"] = end_to_end(settings, embedder, weights, contexts, sample, args.e2e,
-                                           tuple(args.fact_span_prob))
+                                           tuple(args.fact_span_prob), args.rerank)
     result["seconds"] = round(time.time() - t0)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=1, ensure_ascii=False) + "\n")
