@@ -261,12 +261,27 @@ def test_a_name_no_document_contains_refuses_when_no_passage_reaches_the_term_ma
     reader = FixedReader(scores, threshold=1.0)
     passages = replace(_passages("What BLEU score does it reach?"), unknown_terms=("BLEU",))
     reading = reader.read(passages)
-    assert reader.read_counts == [3]
+    assert reader.read_counts == [1, 2]  # the top passage first; under the margin, the next two
     assert reading.abstained is abstains
     if abstains:
         assert reading.citations == () and reading.related and "never mention BLEU" in reading.text
     else:
         assert reading.citations[0].source == "b.txt" and "BLEU" not in reading.text
+
+
+@pytest.mark.parametrize("question, margins, abstains, reads", [
+    ("总部在哪里？", (-6.0, -9.0, -5.0), True, [1, 2]),  # a Chinese short fact, no passage near the margin
+    ("总部在哪里？", (-2.0, -9.0, -5.0), False, [1]),  # the top passage reaches it: nothing more is read to decide
+    ("总部是怎么选址的？", (-6.0, -9.0, -5.0), False, [1]),  # an explanation: the margin does not decide
+])
+def test_a_chinese_short_fact_question_is_refused_when_no_top_passage_reaches_the_term_margin(question, margins,
+                                                                                             abstains, reads):
+    reader = FixedReader([SpanScore(0, 2, m, 0.0, 0.01) for m in margins], threshold=1.0)
+    reading = reader.read(_passages(question))
+    assert reading.abstained is abstains
+    assert reader.read_counts[:len(reads)] == reads
+    if abstains:
+        assert reading.citations == () and reading.text.startswith("文档中没有涉及这个问题")
 
 
 def test_a_name_no_document_contains_does_not_refuse_when_the_nearest_passage_is_code():
@@ -339,3 +354,12 @@ def test_real_assistant_keeps_an_english_question_whose_name_the_code_answers(re
                                 reader=real_assistant.reader_named("span"))
     assert not answer.abstained, answer.text
     assert "Conv2D" in answer.text and answer.citations[0].source.startswith("001_")
+
+
+@pytest.mark.e2e
+def test_real_assistant_refuses_a_chinese_short_fact_its_close_passages_do_not_hold(real_assistant):
+    """Issue 19's example: the compute passages are close (cosine 0.47) but none says how much memory a 70B
+    model needs; the model's margins over the top 3 (-6.9 to -11.9) are all under TERM_MARGIN."""
+    answer = real_assistant.ask("训练一个700亿参数的模型需要多少显存？", reader=real_assistant.reader_named("span"))
+    assert answer.abstained and answer.citations == () and answer.related, answer.text
+    assert answer.text.startswith("文档中没有涉及这个问题")
