@@ -224,28 +224,33 @@ class Answerability:
         evidence answers without it, so the generative reader pays nothing for the model there."""
         if passages.missing_terms or not passages.hits or passages.evidence < self.floor:
             return Decision(False)
-        strong = passages.evidence >= self.min_evidence
-        # A question whose margin is calibrated (one short fact), in Chinese or naming a name no document contains:
-        # the model confirms that the passages answer it.
-        checked = asks_for_fact(passages.question) and (bool(passages.unknown_terms) or is_chinese(passages.question))
-        if strong and not self.rerank and not checked:
-            return Decision(True)
-        if strong and not self.rerank:  # the top passage first: when it reaches the margin, that settles it
-            scores = self.score(passages, 1)
-            if scores[0].margin >= self.term_margin:
-                return Decision(True, tuple(scores))
-            scores += self.score(passages, self.candidates, first=1)
-        else:
-            scores = self.score(passages, self.candidates)
-        best = max(range(len(scores)), key=lambda k: scores[k].margin)
-        # The model was trained on prose: on code its margins are low whether or not the code answers (the image
-        # classifier's Conv2D code, at -6.5, for "What CNN architecture…?"), so a nearest passage of code is kept.
-        if checked and scores[best].margin < self.term_margin and not _mostly_code(passages.hits[0].chunk.text):
+        checked = margin_checked(passages.question, passages.unknown_terms)
+        if self.ranked(passages):
+            if not checked:
+                return Decision(True)
+            scores = self.score(passages, 1)  # the top passage first: when it reaches the margin, that settles it
+            if scores[0].margin < self.term_margin:
+                scores += self.score(passages, self.candidates, first=1)
+            if self._refutes(passages, scores):
+                return Decision(False, tuple(scores), missing=passages.unknown_terms)
+            return Decision(True, tuple(scores))  # read for the check only: the top passage stays first
+        scores = self.score(passages, self.candidates)
+        if checked and self._refutes(passages, scores):
             return Decision(False, tuple(scores), missing=passages.unknown_terms)
-        if strong and not self.rerank:  # read for the names only: the top passage stays first
-            return Decision(True, tuple(scores))
+        best = max(range(len(scores)), key=lambda k: scores[k].margin)
         confident = scores[best].margin >= self.model()[2]
-        return Decision(strong or confident, tuple(scores), best if confident else 0)
+        return Decision(passages.evidence >= self.min_evidence or confident, tuple(scores), best if confident else 0)
+
+    def ranked(self, passages: Passages) -> bool:
+        """Whether the retrieval order stands (strong evidence, no reranking): the top passage is cited first."""
+        return passages.evidence >= self.min_evidence and not self.rerank
+
+    def _refutes(self, passages: Passages, scores: list[SpanScore]) -> bool:
+        """Whether the passages read (``scores``) show that they do not answer a ``margin_checked`` question: none
+        reaches ``term_margin``. The model was trained on prose: on code its margins are low whether or not the code
+        answers (the image classifier's Conv2D code, at -6.5, for "What CNN architecture…?"), so a nearest passage
+        of code is kept."""
+        return max(s.margin for s in scores) < self.term_margin and not _mostly_code(passages.hits[0].chunk.text)
 
 
 class SpanReader:
@@ -298,8 +303,7 @@ class SpanReader:
         scores = decision.scores or (tuple(self.gate.score(passages, 1)) if decision.answerable else ())
         best = decision.best
         fact = asks_for_fact(passages.question)
-        ranked = passages.evidence >= self.gate.min_evidence and not self.gate.rerank  # the top passage first
-        if decision.answerable and fact and ranked and self._shown(passages.hits[0], scores[0], fact) is None:
+        if decision.answerable and fact and self.gate.ranked(passages) and self._shown(passages.hits[0], scores[0], fact) is None:
             # A short-fact question whose top passage holds no confident span: the next passages may (the
             # number of steps is in the code, the top passage explains it). The one with a span that shows, if any.
             if len(scores) == 1:
@@ -339,6 +343,13 @@ class SpanReader:
         span = cite(k + 1, chunk, line, start, end, found.prob, pages)
         text = "\n\n".join([f"**{span.quote}** [{k + 1}]", *(f"{c.quote} [{c.n}]" for c in citations)])
         return Reading(text, False, tuple(citations), (), passages.evidence, span)
+
+
+def margin_checked(question: str, unknown_terms) -> bool:
+    """Whether the model's margin may refuse ``question`` whatever the retrieval evidence: it asks for one short
+    fact (the margin is calibrated on those) and is Chinese, or names an upper-case name no document contains
+    (``unknown_terms``, see Passages)."""
+    return asks_for_fact(question) and (bool(unknown_terms) or is_chinese(question))
 
 
 def _mostly_code(text: str) -> bool:

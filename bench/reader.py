@@ -167,8 +167,8 @@ def main(argv: list[str] | None = None) -> int:
     from assistant.pipeline import make_embedder
     from assistant.span_model import score_windows
     from assistant.reader import DEFAULT_MIN_EVIDENCE
-    from assistant.language import acronyms, asks_for_fact, is_chinese
-    from assistant.span_reader import DEFAULT_MODEL_FLOOR, TERM_MARGIN, load_reader_model
+    from assistant.language import acronyms
+    from assistant.span_reader import DEFAULT_MODEL_FLOOR, TERM_MARGIN, load_reader_model, margin_checked
 
     torch.manual_seed(0)
     settings = Settings.from_env()
@@ -212,9 +212,8 @@ def main(argv: list[str] | None = None) -> int:
     # with the dev corpus as the documents (a substring check, where the product checks its BM25 tokens).
     corpus_text = "\n".join(contexts.values()).lower()
 
-    def unknown(question: str) -> bool:  # a Chinese short-fact question is checked by the margin, name or not
-        return asks_for_fact(question) and (is_chinese(question)
-                                            or any(t.lower() not in corpus_text for t in acronyms(question)))
+    def unknown(question: str) -> bool:
+        return margin_checked(question, [t for t in acronyms(question) if t.lower() not in corpus_text])
 
     def run(items, lang):
         ems, f1s, sent, margins, labels, seconds, cosines, names = [], [], [], [], [], [], [], []
