@@ -5,6 +5,9 @@ trial, the SQuAD 2.0 train sample (with its unanswerable questions) and the SQuA
 Each question is paired with its own paragraph (answer = its span) and, for a share of them, with
 another paragraph of the same article that holds none of its answers (answer = "none"). Whole
 articles are held out to calibrate the answerability threshold and to report held-out scores.
+``--cross-lingual N`` adds English copies of the first N Chinese questions (same passage, same
+answer), translated by the local LLM (scripts/translate_questions.py), and reports held-out scores
+for English questions about Chinese passages (``held_*_xl``), which the threshold does not see.
 
 How it fits a 2-core CPU: the bottom (frozen) layers never change, so they run once per window and
 their outputs are cached on disk (``~/.cache/assistant/reader-train/``, bf16 memmap, keyed by the
@@ -111,6 +114,42 @@ def make_pairs(sources: dict[str, list[dict]], rng: random.Random, negative_shar
                         bucket.append({"question": qa["question"], "context": rng.choice(others), "answer": None,
                                        "lang": lang, "source": f"{name}-{kind}", "golds": golds})
     return train, held
+
+
+def choose_pairs(sources: dict[str, list[dict]], rng: random.Random, negative_share: float, zh_limit: int,
+                 en_limit: int) -> tuple[list[dict], list[dict]]:
+    """(training pairs kept, held-out pairs): the shuffled training pairs, at most so many per language."""
+    train_pairs, held_pairs = make_pairs(sources, rng, negative_share)
+    rng.shuffle(train_pairs)
+    limits = {"zh": zh_limit, "en": en_limit}
+    kept, seen = [], {"zh": 0, "en": 0}
+    for pair in train_pairs:
+        if seen[pair["lang"]] < limits[pair["lang"]]:
+            kept.append(pair)
+            seen[pair["lang"]] += 1
+    return kept, held_pairs
+
+
+def cross_lingual_sources(kept: list[dict], held: list[dict], n: int, n_held: int) -> tuple[list[dict], list[dict]]:
+    """The Chinese pairs whose questions get English copies: the first ``n`` kept ones (answerable
+    and negatives alike), and ``n_held`` held-out ones drawn by their own seed (scored, never trained)."""
+    chosen = [p for p in kept if p["lang"] == "zh"][:n]
+    held_zh = [p for p in held if p["lang"] == "zh"]
+    return chosen, random.Random(SEED + 1).sample(held_zh, min(n_held, len(held_zh)))
+
+
+def english_copies(pairs: list[dict], english: dict[str, str]) -> list[dict]:
+    """Copies of Chinese pairs with the question in English (same passage, same answer); the source
+    is marked ``-en`` after its name ("drcd-en-hard"); questions whose translation is unusable are dropped."""
+    from scripts.translate_questions import usable
+
+    out = []
+    for pair in pairs:
+        en = english.get(pair["question"], "")
+        if usable(pair["question"], en):
+            name, _, kind = pair["source"].partition("-")
+            out.append({**pair, "question": en, "lang": "en", "source": f"{name}-en" + (f"-{kind}" if kind else "")})
+    return out
 
 
 def encode(tokenizer, pair: dict, rng: random.Random) -> tuple[list[int], int, int] | None:
@@ -224,6 +263,20 @@ def train(args) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     rng = random.Random(SEED)
+    sources = load_sources(Path(args.train))
+    kept, held_pairs = choose_pairs(sources, rng, args.negatives, args.zh_limit, args.en_limit)
+    held_xl = []
+    if args.cross_lingual:
+        from scripts.translate_questions import translate
+
+        chosen, held_xl = cross_lingual_sources(kept, held_pairs, args.cross_lingual, args.held_xl)
+        english = translate([p["question"] for p in chosen + held_xl])
+        kept += english_copies(chosen, english)
+        held_xl = english_copies(held_xl, english)
+    if args.translate_only:
+        print(f"translated: {len(chosen)} training and {len(held_xl)} held-out Chinese questions; "
+              f"{sum(p['lang'] == 'en' and '-en' in p['source'] for p in kept)} training copies usable", flush=True)
+        return
     t0 = time.time()
     folder = Path(args.base) if args.base else check_ready(EMBEDDING_GEMMA, Settings().home)
     tokenizer = AutoTokenizer.from_pretrained(str(folder))
@@ -233,15 +286,6 @@ def train(args) -> None:
     model = sm.SpanReaderModel(base, args.frozen, args.layers, lora_rank=args.lora_rank)
     model.to(torch.float32)
 
-    sources = load_sources(Path(args.train))
-    train_pairs, held_pairs = make_pairs(sources, rng, args.negatives)
-    rng.shuffle(train_pairs)
-    limits = {"zh": args.zh_limit, "en": args.en_limit}
-    kept, seen = [], {"zh": 0, "en": 0}
-    for pair in train_pairs:
-        if seen[pair["lang"]] < limits[pair["lang"]]:
-            kept.append(pair)
-            seen[pair["lang"]] += 1
     examples = []
     for pair in kept:
         enc = encode(tokenizer, pair, rng)
@@ -307,6 +351,9 @@ def train(args) -> None:
     train_s = time.time() - t0
 
     report = evaluate_held(model, tokenizer, held_pairs, args.held_limit, rng)
+    if held_xl:  # English questions about Chinese passages: reported, never used for the threshold
+        xl = evaluate_held(model, tokenizer, held_xl, len(held_xl), random.Random(SEED))
+        report.update({f"held_{k}_xl": xl[f"held_{k}"] for k in ("pairs", "em", "f1", "auc")})
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.to(torch.bfloat16).contiguous() for k, v in model.state_dict().items()}
@@ -394,11 +441,20 @@ def main(argv: list[str] | None = None) -> int:
                     "of this rank (0: keep them frozen and cache their outputs)")
     ap.add_argument("--bf16", action="store_true", help="train under bf16 autocast (fast where the CPU has "
                     "AVX-512 BF16)")
+    ap.add_argument("--cross-lingual", type=int, default=0, help="also train on English copies of the first N "
+                    "Chinese training questions, translated by the local LLM (scripts/translate_questions.py; needs "
+                    "make install-llm models-llm)")
+    ap.add_argument("--held-xl", type=int, default=100, help="with --cross-lingual: held-out Chinese pairs whose "
+                    "English copies are scored (reported only)")
+    ap.add_argument("--translate-only", action="store_true", help="with --cross-lingual: translate the questions "
+                    "it needs (cached), then stop")
     ap.add_argument("--max-steps", type=int, default=0, help="stop after this many steps (0: all; for timing)")
     ap.add_argument("--threads", type=int, default=0)
     args = ap.parse_args(argv)
     if not (math.isfinite(args.lr) and args.lr > 0):
         ap.error("--lr must be positive")
+    if args.translate_only and not args.cross_lingual:
+        ap.error("--translate-only needs --cross-lingual N")
     train(args)
     return 0
 
