@@ -271,12 +271,13 @@ def train(args) -> None:
 
         chosen, held_xl = cross_lingual_sources(kept, held_pairs, args.cross_lingual, args.held_xl)
         english = translate([p["question"] for p in chosen + held_xl])
-        kept += english_copies(chosen, english)
+        copies = english_copies(chosen, english)
+        kept += copies
         held_xl = english_copies(held_xl, english)
-    if args.translate_only:
-        print(f"translated: {len(chosen)} training and {len(held_xl)} held-out Chinese questions; "
-              f"{sum(p['lang'] == 'en' and '-en' in p['source'] for p in kept)} training copies usable", flush=True)
-        return
+        if args.translate_only:
+            print(f"translated: {len(chosen)} training and {len(held_xl)} held-out Chinese questions; "
+                  f"{len(copies)} training copies usable", flush=True)
+            return
     t0 = time.time()
     folder = Path(args.base) if args.base else check_ready(EMBEDDING_GEMMA, Settings().home)
     tokenizer = AutoTokenizer.from_pretrained(str(folder))
