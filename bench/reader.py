@@ -8,7 +8,8 @@
    the other dev paragraph that the project's BM25 (jieba) ranks first for it and that holds none
    of its gold answers. ROC-AUC of the reader's margin and of the embedding cosine; abstention
    precision / recall of three decisions: the model's margin at its threshold, the cosine at its
-   threshold, and the shipped combination (span_reader.Answerability).
+   threshold, and the shipped combination (span_reader.Answerability, with its own floor and threshold
+   for Chinese short-fact questions against Chinese paragraphs).
 3. The same for the English translations (bench/cmrc_en_questions.jsonl), negatives from their
    Chinese originals.
 4. With --e2e N: N of the sampled questions asked end to end over the whole dev corpus (retrieval,
@@ -93,6 +94,17 @@ def abstention(refuse: np.ndarray, answerable: np.ndarray, name: str) -> dict:
             f"{name}_answerable_refused": int((refuse & answerable).sum())}
 
 
+def shipped_refusals(cosine: np.ndarray, margin: np.ndarray, checked: np.ndarray, min_evidence: float, floor,
+                     threshold) -> np.ndarray:
+    """The shipped decision (span_reader.Answerability), one paragraph at a time: a question the margin may refuse
+    (span_reader.margin_checked) is refused below TERM_MARGIN; else the cosine answers from ``min_evidence``, and
+    from ``floor`` the model's margin at the threshold (floor and threshold may be arrays: one pair each, for
+    Chinese short-fact pairs span_reader.ZH_FLOOR and ZH_THRESHOLD)."""
+    from assistant.span_reader import TERM_MARGIN
+
+    return (checked & (margin < TERM_MARGIN)) | ~((cosine >= min_evidence) | ((cosine >= floor) & (margin >= threshold)))
+
+
 def end_to_end(settings, embedder, weights: Path, contexts: dict[str, str], sample: list[dict], limit: int,
                fact_span_probs: tuple[float, ...] = (), rerank: bool = False) -> dict:
     """Questions asked over the whole dev corpus (848 paragraphs as documents) through Assistant.ask
@@ -168,7 +180,8 @@ def main(argv: list[str] | None = None) -> int:
     from assistant.span_model import score_windows
     from assistant.reader import DEFAULT_MIN_EVIDENCE
     from assistant.language import acronyms
-    from assistant.span_reader import DEFAULT_MODEL_FLOOR, TERM_MARGIN, load_reader_model, margin_checked
+    from assistant.span_reader import (DEFAULT_MODEL_FLOOR, TERM_MARGIN, ZH_FLOOR, ZH_THRESHOLD, load_reader_model,
+                                       margin_checked, zh_fact)
 
     torch.manual_seed(0)
     settings = Settings.from_env()
@@ -216,7 +229,7 @@ def main(argv: list[str] | None = None) -> int:
         return margin_checked(question, [t for t in acronyms(question) if t.lower() not in corpus_text])
 
     def run(items, lang):
-        ems, f1s, sent, margins, labels, seconds, cosines, names = [], [], [], [], [], [], [], []
+        ems, f1s, sent, margins, labels, seconds, cosines, names, zh = [], [], [], [], [], [], [], [], []
         for n, q in enumerate(items):
             context = contexts[q["context_id"]]
             t = time.perf_counter()
@@ -232,20 +245,20 @@ def main(argv: list[str] | None = None) -> int:
                 labels += [True, False]
                 cosines += [cosine(q["question"], context), cosine(q["question"], contexts[neg])]
                 names += [unknown(q["question"])] * 2
+                zh += [zh_fact(q["question"], c) for c in (context, contexts[neg])]
             if (n + 1) % 50 == 0:
                 print(f"{lang}: {n + 1}/{len(items)} read, {time.time() - t0:.0f} s", flush=True)
         margins_a, labels_a, cos_a = np.array(margins, float), np.array(labels, bool), np.array(cosines, float)
         refuse = margins_a < threshold
         named = np.array(names, bool) & (margins_a < TERM_MARGIN)  # refused for a name no document contains
+        zh_a = np.array(zh, bool)
+        bounds = np.where(zh_a, ZH_FLOOR, floor), np.where(zh_a, ZH_THRESHOLD, threshold)
         out = {"questions": len(items), "em": float(np.mean(ems)), "f1": float(np.mean(f1s)),
                "sentence_f1": float(np.mean(sent)), "pairs": int((~labels_a).sum()),
                "auc": roc_auc(margins_a, labels_a), "cosine_auc": roc_auc(cos_a, labels_a),
                **abstention(refuse, labels_a, "model"),
                **abstention(cos_a < min_evidence, labels_a, "cosine"),
-               # The shipped decision (span_reader.Answerability): cosine answers at or above the
-               # threshold; between the floor and it, the model's margin decides; a name no document
-               # contains refuses below TERM_MARGIN.
-               **abstention(named | ~((cos_a >= min_evidence) | ((cos_a >= floor) & (margins_a >= threshold))),
+               **abstention(shipped_refusals(cos_a, margins_a, np.array(names, bool), min_evidence, *bounds),
                             labels_a, "shipped"),
                "named_pairs": int(np.array(names, bool).sum()), "named_refused": int(named.sum()),
                "read_ms_p50": 1000 * float(np.median(seconds))}

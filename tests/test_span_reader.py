@@ -165,6 +165,30 @@ def test_weak_evidence_is_decided_by_the_model(threshold, answers):
         assert reading.citations == () and reading.related and reading.span is None
 
 
+@pytest.mark.parametrize("question, evidence, margins, answers, reads", [
+    ("总部在哪里？", 0.25, (5.0, -9.0, -5.0), True, [3]),  # a Chinese short fact: its lower floor, its higher threshold
+    ("总部在哪里？", 0.25, (3.0, -9.0, -5.0), False, [3]),  # over the trained threshold, under ZH_THRESHOLD
+    ("总部在哪里？", 0.15, (9.0, 9.0, 9.0), False, []),  # under ZH_FLOOR: decided without the model
+    ("介绍一下总部。", 0.25, (9.0, 9.0, 9.0), False, []),  # an explanation keeps the floor
+    ("介绍一下总部。", 0.40, (3.0, -9.0, -5.0), True, [3]),  # and the trained threshold
+    ("Where is the headquarters?", 0.25, (9.0, 9.0, 9.0), False, []),  # so does an English question
+    ("Where is the headquarters?", 0.40, (3.0, -9.0, -5.0), True, [3]),
+])
+def test_a_chinese_short_fact_question_has_its_own_floor_and_threshold(question, evidence, margins, answers, reads):
+    """span_reader.ZH_FLOOR and ZH_THRESHOLD, calibrated on held-out Chinese short-fact pairs; other questions keep
+    the floor and the trained threshold. The span is still shown from the trained threshold."""
+    from assistant.span_reader import DEFAULT_MODEL_FLOOR, ZH_FLOOR, ZH_THRESHOLD, zh_fact
+
+    assert ZH_FLOOR < 0.25 < DEFAULT_MODEL_FLOOR and 3.0 < ZH_THRESHOLD < 5.0
+    assert zh_fact("总部在哪里？", TEXT) and not zh_fact("总部在哪里？", "The headquarters is in Shenzhen.")
+    reader = FixedReader([SpanScore(0, 2, m, 0.0, 0.01) for m in margins], threshold=1.0)
+    reading = reader.read(_passages(question, evidence=evidence))
+    assert reading.abstained is not answers
+    assert reader.read_counts == reads
+    if answers:
+        assert reading.citations[0].source == "b.txt" and reading.span is None  # prob 0.01: no span shown
+
+
 @pytest.mark.parametrize("missing, evidence", [((), 0.30), (("Kubernetes",), 0.6)])
 def test_span_reader_abstains_below_the_floor_or_on_a_missing_name(missing, evidence):
     reader = FixedReader(CONFIDENT)
@@ -226,12 +250,15 @@ def real_reader(real_settings, real_embedder, request):
 def test_real_model_finds_the_span_and_refuses_a_hard_negative(real_reader, question, gold):
     from assistant.onnx_reader import OnnxSpanModel
     from assistant.span_model import score_windows
+    from assistant.span_reader import ZH_THRESHOLD, zh_fact
 
     model, tokenizer, threshold = real_reader.gate.model()
     assert isinstance(model, OnnxSpanModel) == (real_reader.gate.runtime == "onnx")
     own, other = score_windows(model, tokenizer, question, [SEEDED, NEGATIVE])
     assert gold in SEEDED[own.start:own.end] and own.end - own.start <= 20  # a short span, not the passage
     assert own.margin >= threshold > other.margin
+    if zh_fact(question, SEEDED):  # a Chinese short fact is decided at its own threshold below the cosine threshold
+        assert own.margin >= ZH_THRESHOLD > other.margin
 
 
 @pytest.mark.e2e
@@ -363,3 +390,11 @@ def test_real_assistant_refuses_a_chinese_short_fact_its_close_passages_do_not_h
     answer = real_assistant.ask("训练一个700亿参数的模型需要多少显存？", reader=real_assistant.reader_named("span"))
     assert answer.abstained and answer.citations == () and answer.related, answer.text
     assert answer.text.startswith("文档中没有涉及这个问题")
+
+
+@pytest.mark.e2e
+def test_real_assistant_shows_no_unsure_span_for_a_chinese_short_fact_below_the_cosine_threshold(real_assistant):
+    """A vague short fact (cosine 0.39): the code passages' best margin (about 1.5) passes the trained threshold but
+    not ZH_THRESHOLD; at the trained threshold the answer led with "10000" (the PPO steps), not d_model's 512."""
+    answer = real_assistant.ask("模型维度设为多少？", reader=real_assistant.reader_named("span"))
+    assert answer.abstained or (answer.span is not None and answer.span.quote == "512"), answer.text
