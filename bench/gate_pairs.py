@@ -35,7 +35,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import numpy as np  # noqa: E402
 
 from bench.common import REPO  # noqa: E402
-from bench.reader import hard_negatives, shipped_refusals  # noqa: E402
+from bench.reader import abstention, hard_negatives, shipped_refusals  # noqa: E402
 
 OUT = Path.home() / ".cache" / "assistant" / "gate-pairs.json"
 
@@ -68,11 +68,11 @@ def refused(rows: list[dict], min_evidence: float, floor, threshold) -> np.ndarr
 
 
 def scores(refuse: np.ndarray, answerable: np.ndarray) -> dict:
-    """Abstention precision, recall, and balanced accuracy."""
-    tp = int((refuse & ~answerable).sum())
-    recall, kept = tp / max(1, int((~answerable).sum())), int((~refuse & answerable).sum()) / max(1, int(answerable.sum()))
-    return {"precision": round(tp / max(1, int(refuse.sum())), 3), "recall": round(recall, 3),
-            "balanced": round((recall + kept) / 2, 3)}
+    """Abstention precision, recall (bench.reader.abstention), and balanced accuracy."""
+    got = abstention(refuse, answerable, "shipped")
+    kept = 1 - got["shipped_answerable_refused"] / max(1, int(answerable.sum()))
+    return {"precision": round(got["shipped_precision"], 3), "recall": round(got["shipped_recall"], 3),
+            "balanced": round((got["shipped_recall"] + kept) / 2, 3)}
 
 
 def calibrate(rows: list[dict], min_evidence: float, top: int = 5) -> list[dict]:
@@ -149,6 +149,7 @@ def collect(args) -> dict:
         originals = [{**q, "question": q.get("source_question", q["question"])} for q in questions]
         negatives = hard_negatives(contexts, originals)
         corpus_text = "\n".join(contexts.values()).lower()
+        vectors: dict[str, np.ndarray] = {}  # paragraph id -> its vector: a paragraph holds several questions
         rows = []
         for n, q in enumerate(questions):
             if q["id"] not in negatives:
@@ -158,9 +159,11 @@ def collect(args) -> dict:
             qv = embedder.embed_queries([q["question"]])[0]
             for cid, answerable in ((q["context_id"], True), (negatives[q["id"]], False)):
                 text = contexts[cid]
+                if cid not in vectors:
+                    vectors[cid] = embedder.embed_documents([text])[0]
                 (found,) = score_windows(model, tokenizer, q["question"], [text])
                 rows.append({"id": q["id"], "answerable": answerable, "question": q["question"],
-                             "cosine": float(qv @ embedder.embed_documents([text])[0]), "margin": found.margin,
+                             "cosine": float(qv @ vectors[cid]), "margin": found.margin,
                              "checked": checked, "unknown_terms": unknown})
             if (n + 1) % 50 == 0:
                 print(f"{name}: {n + 1}/{len(questions)}, {time.time() - t0:.0f} s", flush=True)

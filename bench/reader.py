@@ -250,7 +250,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{lang}: {n + 1}/{len(items)} read, {time.time() - t0:.0f} s", flush=True)
         margins_a, labels_a, cos_a = np.array(margins, float), np.array(labels, bool), np.array(cosines, float)
         refuse = margins_a < threshold
-        named = np.array(names, bool) & (margins_a < TERM_MARGIN)  # refused for a name no document contains
+        names_a = np.array(names, bool)
+        named = names_a & (margins_a < TERM_MARGIN)  # refused for a name no document contains
         zh_a = np.array(zh, bool)
         bounds = np.where(zh_a, ZH_FLOOR, floor), np.where(zh_a, ZH_THRESHOLD, threshold)
         out = {"questions": len(items), "em": float(np.mean(ems)), "f1": float(np.mean(f1s)),
@@ -258,9 +259,9 @@ def main(argv: list[str] | None = None) -> int:
                "auc": roc_auc(margins_a, labels_a), "cosine_auc": roc_auc(cos_a, labels_a),
                **abstention(refuse, labels_a, "model"),
                **abstention(cos_a < min_evidence, labels_a, "cosine"),
-               **abstention(shipped_refusals(cos_a, margins_a, np.array(names, bool), min_evidence, *bounds),
+               **abstention(shipped_refusals(cos_a, margins_a, names_a, min_evidence, *bounds),
                             labels_a, "shipped"),
-               "named_pairs": int(np.array(names, bool).sum()), "named_refused": int(named.sum()),
+               "named_pairs": int(names_a.sum()), "named_refused": int(named.sum()),
                "read_ms_p50": 1000 * float(np.median(seconds))}
         return out
 
